@@ -1,0 +1,86 @@
+"""The steps of ``python3 -m tests``; each is a command line run from the project root."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+_DEBUG = re.compile(r"^\s*(breakpoint\(\)|import pdb|import ipdb|pdb\.set_trace\(\))", re.MULTILINE)
+_TEXT_SUFFIXES = {
+    ".py",
+    ".md",
+    ".toml",
+    ".yml",
+    ".yaml",
+    ".cfg",
+    ".txt",
+    ".sql",
+    ".sh",
+    ".json",
+    ".lock",
+    ".ini",
+}
+
+
+def _tracked_files() -> list[Path]:
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    names = listed.stdout.splitlines() if listed.returncode == 0 else []
+    return [ROOT / name for name in names if (ROOT / name).is_file()]
+
+
+def hygiene() -> int:
+    """Trailing whitespace, missing final newline, leftover debugger calls."""
+    problems = []
+    for path in _tracked_files():
+        if path.suffix not in _TEXT_SUFFIXES and path.name not in {"run", ".gitignore"}:
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        relative = path.relative_to(ROOT)
+        if text and not text.endswith("\n"):
+            problems.append(f"{relative}: no newline at end of file")
+        for number, line in enumerate(text.splitlines(), 1):
+            if line != line.rstrip():
+                problems.append(f"{relative}:{number}: trailing whitespace")
+        if path.suffix == ".py" and _DEBUG.search(text):
+            problems.append(f"{relative}: debugger call left in")
+    for problem in problems:
+        print(problem)
+    return 1 if problems else 0
+
+
+def _steps(pytest_args: Sequence[str]) -> list[tuple[str, list[str] | None]]:
+    python = sys.executable
+    return [
+        ("hygiene", None),
+        ("codespell", [python, "-m", "codespell_lib", "opds_server", "feeds", "sync", "tests", "README.md"]),
+        ("ruff format", [python, "-m", "ruff", "format", "--check", "."]),
+        ("ruff check", [python, "-m", "ruff", "check", "."]),
+        ("import contracts", [str(Path(python).parent / "lint-imports")]),
+        ("mypy", [python, "-m", "mypy"]),
+        ("pytest", [python, "-m", "pytest", *pytest_args]),
+    ]
+
+
+def main(pytest_args: Sequence[str]) -> int:
+    for name, command in _steps(pytest_args):
+        started = time.monotonic()
+        print(f"==> {name}", flush=True)
+        code = hygiene() if command is None else subprocess.run(command, cwd=ROOT, check=False).returncode
+        print(
+            f"<== {name}: {'ok' if code == 0 else f'failed ({code})'} in {time.monotonic() - started:.1f}s",
+            flush=True,
+        )
+        if code != 0:
+            return code
+    return 0
