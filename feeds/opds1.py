@@ -1,0 +1,196 @@
+"""OPDS 1.2 (Atom) rendering of the catalogue model.
+
+Built with lxml's ElementMaker bound to the namespaces of ``feeds.vocab``. Every function here takes
+model Structs and returns bytes; nothing is looked up or read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from lxml import etree
+from lxml.builder import ElementMaker
+
+from feeds import vocab
+from feeds.model import Facet, Feed, Link, NavigationEntry, Publication
+
+_E = ElementMaker(namespace=vocab.ATOM_NS, nsmap=vocab.ATOM_NSMAP)
+_DC = ElementMaker(namespace=vocab.DC_NS, nsmap=vocab.ATOM_NSMAP)
+_OS = ElementMaker(namespace=vocab.OPENSEARCH_NS, nsmap=vocab.ATOM_NSMAP)
+
+_IMAGE_RELS = {"image": vocab.REL_IMAGE, "thumbnail": vocab.REL_THUMBNAIL}
+_UNKNOWN_AUTHOR = "Unknown"
+
+
+def _timestamp(moment: dt.datetime) -> str:
+    """RFC 3339 in UTC with a ``Z`` (Atom section 3.3)."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _issued(day: dt.date) -> str:
+    """W3CDTF date; years before 1000 are zero-padded, as ISO 8601 wants."""
+    return f"{day.year:04d}-{day.month:02d}-{day.day:02d}"
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def _link(link: Link) -> etree._Element:
+    attrs: dict[str, str] = {"href": link.href}
+    if link.rel:
+        attrs["rel"] = link.rel
+    if link.type:
+        attrs["type"] = link.type
+    if link.title:
+        attrs["title"] = link.title
+    if link.length is not None:
+        attrs["length"] = str(link.length)
+    element: etree._Element = _E.link(**attrs)
+    return element
+
+
+def _facet(facet: Facet) -> etree._Element:
+    element: etree._Element = _E.link(rel=vocab.REL_FACET, href=facet.href, type=facet.type, title=facet.title)
+    element.set(f"{{{vocab.OPDS_NS}}}facetGroup", facet.group)
+    if facet.is_active:
+        element.set(f"{{{vocab.OPDS_NS}}}activeFacet", "true")
+    if facet.count is not None:
+        element.set(f"{{{vocab.THR_NS}}}count", str(facet.count))
+    return element
+
+
+def _authors(publication: Publication) -> list[etree._Element]:
+    elements = []
+    for author in publication.authors:
+        parts: list[Any] = [_E.name(author.name)]
+        if author.href:
+            parts.append(_E.uri(author.href))
+        elements.append(_E.author(*parts))
+    return elements or [_E.author(_E.name(_UNKNOWN_AUTHOR))]
+
+
+def _dublin_core(publication: Publication) -> list[etree._Element]:
+    elements = [_DC.identifier(identifier) for identifier in publication.identifiers]
+    elements.extend(_DC.language(language) for language in publication.languages)
+    if publication.publisher:
+        elements.append(_DC.publisher(publication.publisher))
+    if publication.issued is not None:
+        elements.append(_DC.issued(_issued(publication.issued)))
+    return elements
+
+
+def _publication_links(publication: Publication) -> list[etree._Element]:
+    links = [_link(link) for link in publication.alternate]
+    if publication.series and publication.series.href:
+        title = f"Series: {publication.series.name}"
+        links.append(
+            _link(
+                Link(
+                    href=publication.series.href,
+                    rel=vocab.REL_RELATED,
+                    type=publication.series.type,
+                    title=title,
+                )
+            )
+        )
+    links.extend(_E.link(rel=_IMAGE_RELS[i.rel], href=i.href, type=i.type) for i in publication.images)
+    for acquisition in publication.acquisitions:
+        attrs = {"rel": vocab.REL_ACQUISITION, "href": acquisition.href, "type": acquisition.type}
+        if acquisition.length is not None:
+            attrs["length"] = str(acquisition.length)
+        if acquisition.title:
+            attrs["title"] = acquisition.title
+        links.append(_E.link(**attrs))
+    if publication.page_stream is not None:
+        stream = _E.link(rel=vocab.REL_PSE_STREAM, href=publication.page_stream.href, type=publication.page_stream.type)
+        stream.set(f"{{{vocab.PSE_NS}}}count", str(publication.page_stream.count))
+        links.append(stream)
+    return links
+
+
+def _content(publication: Publication) -> list[etree._Element]:
+    elements = []
+    if publication.summary:
+        elements.append(_E.summary(publication.summary, type="text"))
+    if publication.content_html:
+        elements.append(_E.content(publication.content_html, type="html"))
+    return elements
+
+
+def _publication_entry(publication: Publication) -> etree._Element:
+    parts: list[Any] = [
+        _E.title(publication.title),
+        _E.id(publication.id),
+        _E.updated(_timestamp(publication.updated)),
+    ]
+    if publication.published is not None:
+        parts.append(_E.published(_timestamp(publication.published)))
+    parts.extend(_authors(publication))
+    parts.extend(_dublin_core(publication))
+    parts.extend(_E.category(term=subject.term, label=subject.label) for subject in publication.subjects)
+    parts.extend(_content(publication))
+    parts.extend(_publication_links(publication))
+    entry: etree._Element = _E.entry(*parts)
+    return entry
+
+
+def _navigation_entry(entry: NavigationEntry) -> etree._Element:
+    link = _E.link(href=entry.href, type=entry.type, rel=entry.rel or vocab.REL_SUBSECTION)
+    if entry.count is not None:
+        link.set(f"{{{vocab.THR_NS}}}count", str(entry.count))
+    parts: list[Any] = [
+        _E.title(entry.title),
+        _E.id(entry.id),
+        _E.updated(_timestamp(entry.updated)),
+    ]
+    if entry.summary:
+        parts.append(_E.content(entry.summary, type="text"))
+    parts.append(link)
+    element: etree._Element = _E.entry(*parts)
+    return element
+
+
+def _serialize(root: etree._Element) -> bytes:
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def render_feed_atom(feed: Feed) -> bytes:
+    """Render a navigation or acquisition feed as an OPDS 1.2 Atom document.
+
+    Args:
+        feed: the feed; its ``links`` are already typed for Atom.
+
+    Returns:
+        The UTF-8 XML document.
+    """
+    parts: list[Any] = [
+        _E.id(feed.id),
+        _E.title(feed.title),
+        _E.updated(_timestamp(feed.updated)),
+        _E.author(_E.name(feed.author_name)),
+    ]
+    if feed.subtitle:
+        parts.append(_E.subtitle(feed.subtitle))
+    parts.extend(_link(link) for link in feed.links)
+    parts.extend(_facet(facet) for facet in feed.facets)
+    if feed.page is not None:
+        parts.append(_OS.totalResults(str(feed.page.number_of_items)))
+        parts.append(_OS.itemsPerPage(str(feed.page.items_per_page)))
+        parts.append(_OS.startIndex(str(feed.page.start_index)))
+    parts.extend(_navigation_entry(entry) for entry in feed.navigation)
+    parts.extend(_publication_entry(publication) for publication in feed.publications)
+    return _serialize(_E.feed(*parts))
+
+
+def render_entry_atom(publication: Publication) -> bytes:
+    """Render one publication as a standalone OPDS 1.2 catalog entry document.
+
+    Args:
+        publication: the complete entry, with its acquisition and image links.
+
+    Returns:
+        The UTF-8 XML document (``application/atom+xml;type=entry;profile=opds-catalog``).
+    """
+    return _serialize(_publication_entry(publication))
