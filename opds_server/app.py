@@ -1,0 +1,62 @@
+"""``create_app(settings) -> Litestar``: the one place things are wired.
+
+granian imports ``opds_server.app:create_app`` as a factory; without arguments it reads the
+settings from the environment (the CLI has already resolved the library there).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.config.compression import CompressionConfig
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+
+from opds_server.catalog.hrefs import Flavour
+from opds_server.config import Settings, settings_from_env
+from opds_server.errors import AppError, handle_app_error, handle_http_exception, handle_unexpected
+from opds_server.http import HeadMiddleware
+from opds_server.routes.feeds import feed_router
+from opds_server.routes.files import files_router
+from opds_server.routes.health import health
+from opds_server.state import Services, provide_services
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the ASGI application for these settings (from the environment when omitted)."""
+    resolved = settings or settings_from_env(os.environ)
+    services = Services(resolved)
+
+    @asynccontextmanager
+    async def lifespan(_app: Litestar) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            services.close()
+
+    app = Litestar(
+        route_handlers=[feed_router(Flavour.ATOM), feed_router(Flavour.JSON), files_router, health],
+        dependencies={"services": Provide(provide_services, sync_to_thread=False)},
+        exception_handlers={
+            AppError: handle_app_error,
+            HTTPException: handle_http_exception,
+            Exception: handle_unexpected,
+        },
+        middleware=[HeadMiddleware],
+        compression_config=CompressionConfig(
+            backend="brotli",
+            brotli_gzip_fallback=True,
+            minimum_size=512,
+            exclude=["/download", "/covers", "/pse"],
+        ),
+        lifespan=[lifespan],
+        openapi_config=None,
+        logging_config=None,
+    )
+    app.state.services = services
+    logging.getLogger("opds_server").setLevel(logging.INFO)
+    return app

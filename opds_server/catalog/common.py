@@ -1,0 +1,47 @@
+"""What every feed shares: stable ids, the links to start, search and the other representation."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+
+from feeds import vocab
+from feeds.model import FeedKind, Link
+from opds_server.calibre.snapshot import LibrarySnapshot
+from opds_server.catalog.hrefs import Flavour, Hrefs, ParamValue
+
+
+def stable_id(snapshot: LibrarySnapshot, *parts: object) -> str:
+    """A ``urn:uuid`` that names the same feed or entry in every request, whatever the base URL."""
+    return uuid.uuid5(snapshot.library_uuid, "/".join(str(p) for p in parts)).urn
+
+
+def feed_links(
+    hrefs: Hrefs,
+    *,
+    path: str,
+    params: Mapping[str, ParamValue],
+    kind: FeedKind,
+    up: tuple[str, FeedKind] | None,
+) -> list[Link]:
+    """self, start, up, search and alternate links of a feed."""
+    links = [
+        Link(href=hrefs.feed(path, params), rel=vocab.REL_SELF, type=hrefs.feed_type(kind)),
+        Link(href=hrefs.feed(), rel=vocab.REL_START, type=hrefs.feed_type("navigation")),
+    ]
+    if up is not None:
+        links.append(Link(href=up[0], rel=vocab.REL_UP, type=hrefs.feed_type(up[1])))
+    if hrefs.flavour is Flavour.ATOM:
+        links.append(Link(href=hrefs.search_description(), rel=vocab.REL_SEARCH, type=vocab.OPENSEARCH_TYPE))
+    else:
+        links.append(
+            Link(
+                href=hrefs.search_template(),
+                rel=vocab.REL_SEARCH,
+                type=vocab.OPDS2_FEED_TYPE,
+                is_templated=True,
+            )
+        )
+    other = hrefs.other()
+    links.append(Link(href=other.feed(path, params), rel=vocab.REL_ALTERNATE, type=other.feed_type(kind)))
+    return links

@@ -1,0 +1,103 @@
+"""The ``opds-server`` command line (see INTERFACE.md): ``serve`` and ``demo-library``.
+
+Exit code 0 on success; otherwise a one-line message on stderr and a non-zero code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from opds_server.config import DEMO_FOLDER, Settings, SettingsError, settings_from_env
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+class CommandError(Exception):
+    """A command cannot do what it was asked; the message is for the user."""
+
+
+def resolve_library(settings: Settings, home: Path) -> tuple[Path, bool]:
+    """The library to serve and whether it is the demo: --library / OPDS_LIBRARY, then
+    ``~/Calibre Library`` when it exists, else the demo library in the data dir (built if missing)."""
+    if settings.library is not None:
+        return settings.library.expanduser(), False
+    personal = home / "Calibre Library"
+    if (personal / "metadata.db").is_file():
+        return personal, False
+    return settings.data_dir / DEMO_FOLDER, True
+
+
+def _serve(arguments: argparse.Namespace) -> None:
+    settings = settings_from_env(os.environ, {"library": arguments.library})
+    library, is_demo = resolve_library(settings, Path.home())
+    if is_demo and not (library / "metadata.db").exists():
+        from opds_server.calibre.demo import write_demo_library  # noqa: PLC0415 - only when needed
+
+        write_demo_library(library)
+        print(f"No Calibre library given and none at ~/Calibre Library: built a demo library in {library}")
+    if not (library / "metadata.db").is_file():
+        raise CommandError(f"library not found: {library} has no metadata.db (set --library or OPDS_LIBRARY)")
+    os.environ["OPDS_LIBRARY"] = str(library)
+    os.environ["OPDS_DATA_DIR"] = str(settings.data_dir)
+    settings_from_env(os.environ)  # fail here, not in every worker
+    from granian import Granian  # noqa: PLC0415 - keeps `demo-library` light
+    from granian.constants import Interfaces  # noqa: PLC0415
+
+    shown = "localhost" if arguments.host in {"127.0.0.1", "::1"} else arguments.host
+    print(f"Serving {library} on http://{shown}:{arguments.port}/opds (OPDS 2.0: /opds/v2)", flush=True)
+    Granian(
+        "opds_server.app:create_app",
+        address=arguments.host,
+        port=arguments.port,
+        interface=Interfaces.ASGI,
+        workers=arguments.workers,
+        factory=True,
+        log_access=False,
+    ).serve()
+
+
+def _demo_library(arguments: argparse.Namespace) -> None:
+    from opds_server.calibre.demo import write_demo_library  # noqa: PLC0415
+
+    target = Path(arguments.path).expanduser()
+    try:
+        write_demo_library(target)
+    except FileExistsError as exc:
+        raise CommandError(f"{target} already holds a Calibre library; choose an empty folder") from exc
+    print(f"Demo library written to {target}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="opds-server", description="OPDS catalogue for a Calibre library")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve a Calibre library")
+    serve.add_argument("--library", help="folder holding metadata.db (default: $OPDS_LIBRARY, ~/Calibre Library, demo)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.set_defaults(run=_serve)
+    demo = commands.add_parser("demo-library", help="write a small demo Calibre library to PATH")
+    demo.add_argument("path")
+    demo.set_defaults(run=_demo_library)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    try:
+        arguments.run(arguments)
+    except (CommandError, SettingsError) as exc:
+        print(f"opds-server: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Settings: one frozen Struct, decoded from the environment once at start-up.
+
+Nothing else reads ``os.environ``. A bad value stops start-up with the variable's name, the value
+received and what is accepted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+
+DEMO_FOLDER = "demo-library"
+
+
+class SettingsError(ValueError):
+    """A setting has a value we cannot use."""
+
+
+def default_data_dir() -> Path:
+    """The per-user data folder: ``$XDG_DATA_HOME/opds-server`` or ``~/.local/share/opds-server``."""
+    xdg = os.environ.get("XDG_DATA_HOME")
+    root = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return root / "opds-server"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the server is told from outside."""
+
+    library: Path | None = None
+    """Folder holding Calibre's ``metadata.db`` (``OPDS_LIBRARY``); see ``serve`` for the default."""
+
+    data_dir: Path = msgspec.field(default_factory=default_data_dir)
+    """Where the embedded user DB, thumbnails and the secret live (``OPDS_DATA_DIR``)."""
+
+    base_url: str | None = None
+    """Public URL prefix, e.g. ``https://books.example.org/calibre`` (``OPDS_BASE_URL``); derived
+    from the request when unset."""
+
+    page_size: Annotated[int, msgspec.Meta(ge=1, le=500)] = 50
+    """Entries per acquisition page unless a client asks for fewer (``OPDS_PAGE_SIZE``)."""
+
+    group_threshold: Annotated[int, msgspec.Meta(ge=1)] = 100
+    """A category list longer than this is grouped by initial letter (``OPDS_GROUP_THRESHOLD``)."""
+
+    library_name: str = "Calibre Library"
+    """Catalogue title shown by readers (``OPDS_LIBRARY_NAME``)."""
+
+    thumbnail_width: Annotated[int, msgspec.Meta(ge=32, le=2000)] = 300
+    """Width of the thumbnails made from covers, in pixels (``OPDS_THUMBNAIL_WIDTH``)."""
+
+
+_ENV_NAMES: Mapping[str, str] = {
+    "OPDS_LIBRARY": "library",
+    "OPDS_DATA_DIR": "data_dir",
+    "OPDS_BASE_URL": "base_url",
+    "OPDS_PAGE_SIZE": "page_size",
+    "OPDS_GROUP_THRESHOLD": "group_threshold",
+    "OPDS_LIBRARY_NAME": "library_name",
+    "OPDS_THUMBNAIL_WIDTH": "thumbnail_width",
+}
+_FIELD_TO_ENV = {field: env for env, field in _ENV_NAMES.items()}
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        name, _, value = line.partition("=")
+        values[name.strip().removeprefix("export ").strip()] = value.strip().strip("'\"")
+    return values
+
+
+def settings_from_env(environ: Mapping[str, str], overrides: Mapping[str, object] | None = None) -> Settings:
+    """Decode settings from environment variables (and a ``.env`` file in the working directory).
+
+    Args:
+        environ: the environment; variables win over the ``.env`` file.
+        overrides: field values given on the command line; they win over both.
+
+    Raises:
+        SettingsError: a value does not fit; the message names the variable.
+    """
+    env_file = Path(environ.get("OPDS_ENV_FILE", ".env"))
+    merged = {**(_read_env_file(env_file) if env_file.is_file() else {}), **environ}
+    raw: dict[str, object] = {field: merged[env] for env, field in _ENV_NAMES.items() if merged.get(env)}
+    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if isinstance(raw.get("base_url"), str):
+        raw["base_url"] = str(raw["base_url"]).rstrip("/")
+    try:
+        return msgspec.convert(raw, Settings, strict=False, dec_hook=_decode_path)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(_explain(exc, raw)) from exc
+
+
+def _decode_path(kind: type, value: object) -> object:
+    if kind is Path and isinstance(value, str | Path):
+        return Path(value).expanduser()
+    raise NotImplementedError
+
+
+def _explain(exc: msgspec.ValidationError, raw: Mapping[str, object]) -> str:
+    message = str(exc)
+    for field, env in _FIELD_TO_ENV.items():
+        if f"$.{field}" in message:
+            return f"{env}={raw.get(field)!r} is not accepted: {message.split(' - at', maxsplit=1)[0]}"
+    return message

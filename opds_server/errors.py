@@ -1,0 +1,167 @@
+"""The one error hierarchy and its problem-details responses.
+
+::
+
+    AppError (500)
+    ├── BadRequestError (400)
+    │   ├── InvalidCursorError
+    │   ├── InvalidQueryError
+    │   └── InvalidRangeError
+    ├── NotFoundError (404)
+    │   ├── BookNotFoundError
+    │   ├── FormatNotFoundError
+    │   ├── FileMissingError
+    │   └── CoverNotFoundError
+    ├── RangeNotSatisfiableError (416)
+    └── LibraryUnavailableError (503, Retry-After)
+
+Handlers render every error as RFC 9457 ``application/problem+json``; a 5xx is logged with its
+traceback, a 4xx at info. Nothing else catches a broad ``Exception``.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_TYPE = "application/problem+json"
+
+
+class AppError(Exception):
+    """Root of our errors; subclasses set the status, a title and a ``type`` slug."""
+
+    status: ClassVar[int] = 500
+    title: ClassVar[str] = "Internal server error"
+    slug: ClassVar[str] = "internal"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+
+
+class BadRequestError(AppError):
+    status = 400
+    title = "Bad request"
+    slug = "bad-request"
+
+
+class InvalidCursorError(BadRequestError):
+    title = "Invalid page cursor"
+    slug = "invalid-cursor"
+
+
+class InvalidQueryError(BadRequestError):
+    title = "Invalid query parameter"
+    slug = "invalid-query"
+
+
+class InvalidRangeError(BadRequestError):
+    title = "Invalid Range header"
+    slug = "invalid-range"
+
+
+class NotFoundError(AppError):
+    status = 404
+    title = "Not found"
+    slug = "not-found"
+
+
+class BookNotFoundError(NotFoundError):
+    title = "Book not found"
+    slug = "book-not-found"
+
+
+class FormatNotFoundError(NotFoundError):
+    title = "Format not found"
+    slug = "format-not-found"
+
+
+class FileMissingError(NotFoundError):
+    title = "Book file missing"
+    slug = "file-missing"
+
+
+class CoverNotFoundError(NotFoundError):
+    title = "Cover not found"
+    slug = "cover-not-found"
+
+
+class RangeNotSatisfiableError(AppError):
+    status = 416
+    title = "Range not satisfiable"
+    slug = "range-not-satisfiable"
+
+
+class LibraryUnavailableError(AppError):
+    status = 503
+    title = "Library unavailable"
+    slug = "library-unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 5) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
+
+
+class Problem(msgspec.Struct, frozen=True, kw_only=True):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+
+
+def problem_response(
+    status: int, title: str, slug: str, detail: str, *, path: str, headers: dict[str, str] | None = None
+) -> Response[bytes]:
+    body = msgspec.json.encode(
+        Problem(type=f"about:blank#{slug}", title=title, status=status, detail=detail, instance=path)
+    )
+    return Response(content=body, status_code=status, media_type=PROBLEM_TYPE, headers=headers or {})
+
+
+def handle_app_error(request: Request[Any, Any, Any], exc: AppError) -> Response[bytes]:
+    if exc.status >= 500:
+        log.error("%s %s failed: %s", request.method, request.url.path, exc.detail, exc_info=exc)
+    else:
+        log.info("%s %s -> %d: %s", request.method, request.url.path, exc.status, exc.detail)
+    return problem_response(exc.status, exc.title, exc.slug, exc.detail, path=request.url.path, headers=exc.headers)
+
+
+def _validation_detail(exc: ValidationException) -> str:
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    parts = []
+    for item in extra:
+        if isinstance(item, dict):
+            key = item.get("key", "?")
+            where = item.get("source", "query")
+            parts.append(f"{where} parameter {key!r}: {item.get('message', 'invalid value')}")
+    return "; ".join(parts) or str(exc.detail)
+
+
+def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    """Render Litestar's own errors (400 from parameter parsing, 404 routing, 405) as problems."""
+    status = exc.status_code
+    if isinstance(exc, ValidationException):
+        detail = _validation_detail(exc)
+        log.info("%s %s -> 400: %s", request.method, request.url.path, detail)
+        return problem_response(400, "Invalid request", "invalid-request", detail, path=request.url.path)
+    if isinstance(exc, NotFoundException):
+        return problem_response(404, "Not found", "not-found", "no such page", path=request.url.path)
+    title = HTTPStatus(status).phrase if status < 500 else "Internal server error"
+    detail = str(exc.detail) if status < 500 else "internal error"
+    return problem_response(status, title, "http", detail, path=request.url.path, headers=dict(exc.headers or {}))
+
+
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """The one boundary that catches everything: log with the traceback, answer a bare 500."""
+    log.error("%s %s crashed", request.method, request.url.path, exc_info=exc)
+    return problem_response(500, "Internal server error", "internal", "internal error", path=request.url.path)

@@ -1,0 +1,202 @@
+"""HTTP plumbing shared by the routes: HEAD on every GET route, conditional requests, files with Range.
+
+* ``get_and_head`` declares a route for GET and HEAD; ``HeadMiddleware`` drops the body of a HEAD
+  answer but keeps its headers (Content-Length included), so HEAD and GET always agree.
+* ``conditional`` answers ``If-None-Match`` / ``If-Modified-Since`` with a 304 before any rendering.
+* ``FileResponse`` streams a file or one byte range of it (RFC 9110 section 14): 206 with
+  Content-Range, 416 with ``Content-Range: bytes */size``. A whole file is handed to the server
+  with ASGI ``pathsend`` when the server offers it (granian does).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any, cast
+
+import anyio
+from litestar import Request, Response, route
+from litestar.enums import HttpMethod
+from litestar.response.base import ASGIResponse
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
+
+from opds_server.errors import RangeNotSatisfiableError
+
+CHUNK_SIZE = 256 * 1024
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+get_and_head = partial(route, http_method=[HttpMethod.GET, HttpMethod.HEAD], sync_to_thread=True)
+"""A route answering GET and HEAD (Litestar routes HEAD only where it is declared)."""
+
+
+class HeadMiddleware:
+    """Send a HEAD answer's status and headers, never its body."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if str(scope["type"]) != "http" or cast("HTTPScope", scope)["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_without_body(message: Message) -> None:
+            kind = str(message["type"])
+            if kind == "http.response.start":
+                await send(message)
+            elif kind == "http.response.pathsend" or not message.get("more_body", False):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        await self.app(scope, receive, send_without_body)
+
+
+def http_date(moment: dt.datetime) -> str:
+    return email.utils.format_datetime(moment.astimezone(dt.UTC), usegmt=True)
+
+
+def make_etag(*parts: object) -> str:
+    """A strong ETag from whatever determines the bytes."""
+    digest = hashlib.blake2s("\x1f".join(map(str, parts)).encode(), digest_size=12).hexdigest()
+    return f'"{digest}"'
+
+
+def is_fresh(request: Request[Any, Any, Any], etag: str, last_modified: dt.datetime | None) -> bool:
+    """Whether the client's cached copy is current (If-None-Match wins over If-Modified-Since)."""
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None:
+        tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+        return etag in tags or "*" in tags
+    since = request.headers.get("if-modified-since")
+    if since and last_modified is not None:
+        try:
+            parsed = email.utils.parsedate_to_datetime(since)
+        except (TypeError, ValueError):
+            return False
+        if parsed.tzinfo is None:
+            return False
+        return last_modified.replace(microsecond=0) <= parsed
+    return False
+
+
+def validators(etag: str, last_modified: dt.datetime | None, cache_control: str) -> dict[str, str]:
+    headers = {"ETag": etag, "Cache-Control": cache_control}
+    if last_modified is not None:
+        headers["Last-Modified"] = http_date(last_modified)
+    return headers
+
+
+def conditional(
+    request: Request[Any, Any, Any],
+    *,
+    etag: str,
+    last_modified: dt.datetime | None,
+    cache_control: str,
+    media_type: str,
+    render: Callable[[], bytes],
+) -> Response[bytes]:
+    """A 304 when the client's copy is current; otherwise the rendered bytes with validators."""
+    headers = validators(etag, last_modified, cache_control)
+    if is_fresh(request, etag, last_modified):
+        return Response(content=b"", status_code=304, headers=headers, media_type=media_type)
+    return Response(content=render(), headers=headers, media_type=media_type)
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The one byte range ``(start, end inclusive)`` asked for; ``None`` to send the whole file.
+
+    A header we do not understand, or one asking for several ranges, is ignored as RFC 9110
+    allows (the client gets a 200 with everything).
+
+    Raises:
+        RangeNotSatisfiableError: the range starts past the end of the file.
+    """
+    if not header:
+        return None
+    match = _RANGE.match(header.strip().replace(" ", ""))
+    if match is None or (not match[1] and not match[2]):
+        return None
+    if not match[1]:
+        suffix = int(match[2])
+        if suffix == 0 or size == 0:
+            raise RangeNotSatisfiableError(
+                f"Range {header!r} asks for no bytes of a {size}-byte file",
+                headers={"Content-Range": f"bytes */{size}"},
+            )
+        return (max(0, size - suffix), size - 1)
+    start = int(match[1])
+    end = min(int(match[2]), size - 1) if match[2] else size - 1
+    if start >= size or (match[2] and int(match[2]) < start):
+        raise RangeNotSatisfiableError(
+            f"Range {header!r} is outside the file, which has {size} bytes",
+            headers={"Content-Range": f"bytes */{size}"},
+        )
+    return (start, end)
+
+
+class _FileASGIResponse(ASGIResponse):
+    def __init__(self, path: Path, start: int, length: int, *, is_whole: bool, **kwargs: Any) -> None:
+        super().__init__(content_length=length, **kwargs)
+        self.path = path
+        self.start = start
+        self.length = length
+        self.is_whole = is_whole
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.start_response(send=send)
+        if cast("HTTPScope", scope)["method"] == "HEAD":
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        if self.is_whole and "http.response.pathsend" in (scope.get("extensions") or {}):
+            await send(cast("Message", {"type": "http.response.pathsend", "path": str(self.path)}))
+            return
+        remaining = self.length
+        async with await anyio.open_file(self.path, "rb") as handle:
+            await handle.seek(self.start)
+            while remaining > 0:
+                chunk = await handle.read(min(CHUNK_SIZE, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": remaining > 0})
+        if remaining > 0:  # the file shrank while we sent it: end the body rather than hang
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class FileResponse(Response[bytes]):
+    """A file, or the byte range of it the request asked for."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        size: int,
+        media_type: str,
+        byte_range: tuple[int, int] | None,
+        headers: Mapping[str, str],
+    ) -> None:
+        status = 206 if byte_range else 200
+        all_headers = {"Accept-Ranges": "bytes", **headers}
+        if byte_range:
+            all_headers["Content-Range"] = f"bytes {byte_range[0]}-{byte_range[1]}/{size}"
+        super().__init__(content=b"", status_code=status, media_type=media_type, headers=all_headers)
+        self.path = path
+        self.start = byte_range[0] if byte_range else 0
+        self.length = (byte_range[1] - byte_range[0] + 1) if byte_range else size
+        self.is_whole = byte_range is None
+
+    def to_asgi_response(self, app: Any, request: Request[Any, Any, Any], **kwargs: Any) -> ASGIResponse:
+        headers = {**dict(self.headers), **dict(kwargs.get("headers") or {})}
+        return _FileASGIResponse(
+            self.path,
+            self.start,
+            self.length,
+            is_whole=self.is_whole,
+            headers=headers,
+            media_type=self.media_type,
+            status_code=self.status_code,
+        )

@@ -1,0 +1,1 @@
+"""HTTP routes: thin handlers that parse typed parameters, call the catalogue and respond."""

@@ -1,0 +1,155 @@
+"""OPDS feeds: the same handlers serve Atom under /opds and JSON under /opds/v2.
+
+Handlers parse typed parameters (Litestar answers a malformed one with a 400 naming it), ask the
+catalogue for the feed model in a worker thread, and render it. The ETag is derived from the
+library generation, the representation and the full URL, so a revalidation costs one ``stat``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from litestar import Request, Response, Router
+from litestar.params import Parameter
+
+from feeds import vocab
+from feeds.model import Feed, FeedKind
+from feeds.opds1 import render_entry_atom, render_feed_atom
+from feeds.opds2 import render_feed_json, render_publication_json
+from feeds.opensearch import render_search_description
+from opds_server.calibre.query import SortOrder
+from opds_server.catalog.hrefs import ATOM_PREFIX, JSON_PREFIX, Flavour, Hrefs
+from opds_server.catalog.navigation import CATEGORIES
+from opds_server.catalog.service import BooksRequest
+from opds_server.http import conditional, get_and_head, make_etag
+from opds_server.quirks import wants_raw_templates
+from opds_server.state import Services
+
+FEED_CACHE_CONTROL = "private, no-cache"
+AfterParam = Annotated[str | None, Parameter(description="opaque cursor from a next/previous link", max_length=1024)]
+
+
+def public_base(request: Request[Any, Any, Any], services: Services) -> str:
+    """The URL prefix links are built on: OPDS_BASE_URL, or what the request itself came to."""
+    if services.settings.base_url:
+        return services.settings.base_url
+    return str(request.base_url).rstrip("/")
+
+
+def _respond(
+    request: Request[Any, Any, Any],
+    services: Services,
+    flavour: Flavour,
+    media_type: str,
+    render: Callable[[Hrefs], bytes],
+) -> Response[bytes]:
+    snapshot = services.catalog.snapshot()
+    base = public_base(request, services)
+    raw = wants_raw_templates(request)
+    return conditional(
+        request,
+        etag=make_etag(snapshot.generation, flavour, base, raw, request.url.path, request.url.query),
+        last_modified=snapshot.updated,
+        cache_control=FEED_CACHE_CONTROL,
+        media_type=media_type,
+        render=lambda: render(Hrefs(base, flavour, has_raw_templates=raw)),
+    )
+
+
+def feed_router(flavour: Flavour) -> Router:
+    """The catalogue's routes in one representation."""
+    render_feed = render_feed_atom if flavour is Flavour.ATOM else render_feed_json
+
+    def respond_feed(
+        request: Request[Any, Any, Any], services: Services, kind: FeedKind, build: Callable[[Hrefs], Feed]
+    ) -> Response[bytes]:
+        media_type = Hrefs("", flavour).feed_type(kind)
+        return _respond(request, services, flavour, media_type, lambda hrefs: render_feed(build(hrefs)))
+
+    @get_and_head("/", name=f"{flavour}-root")
+    def root(request: Request[Any, Any, Any], services: Services) -> Response[bytes]:
+        return respond_feed(request, services, "navigation", services.catalog.root)
+
+    @get_and_head("/books", name=f"{flavour}-books")
+    def books(
+        request: Request[Any, Any, Any],
+        services: Services,
+        sort: SortOrder | None = None,
+        author: Annotated[int | None, Parameter(ge=1)] = None,
+        series: Annotated[int | None, Parameter(ge=1)] = None,
+        publisher: Annotated[int | None, Parameter(ge=1)] = None,
+        tag: Annotated[str | None, Parameter(max_length=512)] = None,
+        language: Annotated[str | None, Parameter(max_length=16)] = None,
+        rating: Annotated[int | None, Parameter(ge=0, le=10)] = None,
+        book_format: Annotated[str | None, Parameter(query="format", max_length=16)] = None,
+        initial: Annotated[str | None, Parameter(min_length=1, max_length=1)] = None,
+        search: Annotated[str | None, Parameter(query="query", max_length=1024)] = None,
+        limit: Annotated[int | None, Parameter(ge=1, le=200)] = None,
+        after: AfterParam = None,
+    ) -> Response[bytes]:
+        parsed = BooksRequest(
+            sort=sort,
+            author=author,
+            series=series,
+            publisher=publisher,
+            tag=tag,
+            language=language,
+            rating=rating,
+            format=book_format,
+            initial=initial,
+            query=search,
+            limit=limit,
+        )
+        return respond_feed(
+            request, services, "acquisition", lambda hrefs: services.catalog.books(hrefs, parsed, after=after)
+        )
+
+    @get_and_head("/books/{book_id:int}", name=f"{flavour}-book")
+    def book(request: Request[Any, Any, Any], services: Services, book_id: int) -> Response[bytes]:
+        if flavour is Flavour.ATOM:
+            media_type, render_one = vocab.ENTRY_TYPE, render_entry_atom
+        else:
+            media_type, render_one = vocab.OPDS2_PUBLICATION_TYPE, render_publication_json
+        services.catalog.book(book_id)  # a 404 before any caching headers
+        return _respond(
+            request,
+            services,
+            flavour,
+            media_type,
+            lambda hrefs: render_one(services.catalog.publication(hrefs, book_id)),
+        )
+
+    def category_handler(name: str) -> Any:
+        @get_and_head(f"/{name}", name=f"{flavour}-{name}")
+        def category(
+            request: Request[Any, Any, Any],
+            services: Services,
+            initial: Annotated[str | None, Parameter(min_length=1, max_length=1)] = None,
+            parent: Annotated[str | None, Parameter(max_length=512)] = None,
+            after: AfterParam = None,
+        ) -> Response[bytes]:
+            return respond_feed(
+                request,
+                services,
+                "navigation",
+                lambda hrefs: services.catalog.category(hrefs, name, initial=initial, parent=parent, after=after),
+            )
+
+        return category
+
+    handlers: list[Any] = [root, books, book, *(category_handler(name) for name in CATEGORIES)]
+    if flavour is Flavour.ATOM:
+
+        @get_and_head("/opensearch.xml", name="opensearch")
+        def opensearch(request: Request[Any, Any, Any], services: Services) -> Response[bytes]:
+            return _respond(
+                request,
+                services,
+                flavour,
+                vocab.OPENSEARCH_TYPE,
+                lambda hrefs: render_search_description(services.catalog.search_description(hrefs)),
+            )
+
+        handlers.append(opensearch)
+    return Router(path=ATOM_PREFIX if flavour is Flavour.ATOM else JSON_PREFIX, route_handlers=handlers)

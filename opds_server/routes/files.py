@@ -1,0 +1,111 @@
+"""Downloads, covers, thumbnails and comic pages.
+
+Files are resolved from ``metadata.db`` at request time (Calibre moves them when a title or author
+changes) and must lie inside the library folder. Everything answers HEAD, ranges and conditional
+requests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from litestar import Request, Response, Router
+from litestar.params import Parameter
+
+from opds_server.catalog.media import media_type
+from opds_server.catalog.service import locate_cover, locate_file
+from opds_server.errors import CoverNotFoundError, NotFoundError
+from opds_server.http import FileResponse, get_and_head, is_fresh, make_etag, parse_range, validators
+from opds_server.state import Services
+from opds_server.storage.comics import read_page
+from opds_server.storage.thumbnails import ThumbnailError
+
+DOWNLOAD_CACHE_CONTROL = "private, max-age=3600"
+COVER_CACHE_CONTROL = "public, max-age=3600"
+
+
+def content_disposition(file_name: str) -> str:
+    """RFC 6266: an ASCII ``filename`` fallback and the exact name as ``filename*``."""
+    fallback = file_name.encode("ascii", "replace").decode("ascii").replace("?", "_")
+    fallback = fallback.replace("\\", "_").replace('"', "_")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(file_name, safe='')}"
+
+
+def _send_file(
+    request: Request[Any, Any, Any],
+    path: Any,
+    *,
+    media: str,
+    cache_control: str,
+    extra_headers: dict[str, str] | None = None,
+    etag_parts: tuple[object, ...] = (),
+) -> Response[bytes]:
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise NotFoundError(f"{request.url.path}: the file went away while it was being sent") from exc
+    modified = dt.datetime.fromtimestamp(stat.st_mtime, tz=dt.UTC)
+    etag = make_etag(*etag_parts, stat.st_mtime_ns, stat.st_size)
+    headers = {**validators(etag, modified, cache_control), **(extra_headers or {})}
+    if is_fresh(request, etag, modified):
+        return Response(content=b"", status_code=304, headers=headers, media_type=media)
+    if_range = request.headers.get("if-range")
+    header = request.headers.get("range") if not if_range or if_range.strip() == etag else None
+    byte_range = parse_range(header, stat.st_size)
+    return FileResponse(path, size=stat.st_size, media_type=media, byte_range=byte_range, headers=headers)
+
+
+@get_and_head("/download/{book_id:int}/{book_format:str}", name="download")
+def download(request: Request[Any, Any, Any], services: Services, book_id: int, book_format: str) -> Response[bytes]:
+    location = locate_file(services.catalog, book_id, book_format)
+    return _send_file(
+        request,
+        location.path,
+        media=media_type(location.format),
+        cache_control=DOWNLOAD_CACHE_CONTROL,
+        extra_headers={"Content-Disposition": content_disposition(location.file_name)},
+        etag_parts=(book_id, location.format),
+    )
+
+
+@get_and_head("/covers/{book_id:int}", name="cover")
+def cover(request: Request[Any, Any, Any], services: Services, book_id: int) -> Response[bytes]:
+    path = locate_cover(services.catalog, book_id)
+    return _send_file(request, path, media="image/jpeg", cache_control=COVER_CACHE_CONTROL, etag_parts=(book_id,))
+
+
+@get_and_head("/covers/{book_id:int}/thumbnail", name="thumbnail")
+def thumbnail(request: Request[Any, Any, Any], services: Services, book_id: int) -> Response[bytes]:
+    path = locate_cover(services.catalog, book_id)
+    stat = path.stat()
+    try:
+        thumb = services.thumbnails.read_thumbnail(book_id, path, stat.st_mtime_ns, stat.st_size)
+    except ThumbnailError as exc:
+        raise CoverNotFoundError(str(exc)) from exc
+    return _send_file(
+        request,
+        thumb,
+        media="image/jpeg",
+        cache_control=COVER_CACHE_CONTROL,
+        etag_parts=(book_id, "thumbnail"),
+    )
+
+
+@get_and_head("/pse/{book_id:int}/{page:int}", name="pse-page")
+def comic_page(
+    services: Services,
+    book_id: int,
+    page: Annotated[int, Parameter(ge=0, le=100_000)],
+    max_width: Annotated[int | None, Parameter(query="maxWidth", ge=16, le=10_000)] = None,
+) -> Response[bytes]:
+    location = locate_file(services.catalog, book_id, "CBZ")
+    found = read_page(location.path, page, max_width)
+    if found is None:
+        raise NotFoundError(f"page {page} is past the end of book {book_id}'s comic")
+    data, media = found
+    return Response(content=data, media_type=media, headers={"Cache-Control": COVER_CACHE_CONTROL})
+
+
+files_router = Router(path="/", route_handlers=[download, cover, thumbnail, comic_page])

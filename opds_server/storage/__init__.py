@@ -1,0 +1,1 @@
+"""Book files, covers, thumbnails and comic pages: where bytes come from."""
