@@ -1,0 +1,133 @@
+"""Fixtures shared by every test: the fixture library, the conformance checker, a live server.
+
+The live server is the real thing: ``python -m opds_server serve`` (granian) in a subprocess on a
+free port of 127.0.0.1, reached over HTTP with httpx.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("OPDS_SHARED_DIR", ROOT.parent / "shared"))
+FIXTURE_LIBRARY = SHARED / "fixtures" / "calibre-library"
+CONFORMANCE = SHARED / "conformance"
+R2_CACHE = ROOT / ".cache" / "r2"
+
+if str(CONFORMANCE) not in sys.path:
+    sys.path.insert(0, str(CONFORMANCE))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    """A running ``opds-server serve``."""
+
+    url: str
+    library: Path
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+
+def start_server(library: Path, data_dir: Path, log: Path, env: Mapping[str, str] | None = None) -> LiveServer:
+    """Start the CLI's ``serve`` and wait until it answers ``/health``."""
+    port = free_port()
+    environment = {**os.environ, "OPDS_NO_BOOTSTRAP": "1", "OPDS_DATA_DIR": str(data_dir), **(env or {})}
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "opds_server", "serve", "--library", str(library), "--port", str(port)],
+            cwd=ROOT,
+            env=environment,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"server exited with {process.returncode}:\n{log.read_text(errors='replace')}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code in {200, 503}:
+                return LiveServer(url=url, library=library, data_dir=data_dir, process=process)
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    pytest.fail(f"server did not start in 30 s:\n{log.read_text(errors='replace')}")
+
+
+def stop_server(server: LiveServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+def copy_fixture_library(target: Path) -> Path:
+    """A private copy of the fixture library: tests never touch shared/."""
+    if not (FIXTURE_LIBRARY / "metadata.db").is_file():
+        pytest.fail(f"the fixture library is missing: {FIXTURE_LIBRARY}")
+    shutil.copytree(FIXTURE_LIBRARY, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def fixture_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A read-only-by-convention copy of the fixture library for the whole session."""
+    return copy_fixture_library(tmp_path_factory.mktemp("fixture") / "library")
+
+
+@pytest.fixture(scope="session")
+def live_server(fixture_library: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The server on the fixture library, shared by the read-only HTTP tests."""
+    workdir = tmp_path_factory.mktemp("server")
+    server = start_server(fixture_library, workdir / "data", workdir / "server.log")
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def r2_modules() -> Path:
+    """node_modules holding Readium's r2-opds-js (the parser inside Thorium), installed once."""
+    modules = R2_CACHE / "node_modules"
+    lock = CONFORMANCE / "package-lock.json"
+    stamp = R2_CACHE / "installed-lock"
+    R2_CACHE.mkdir(parents=True, exist_ok=True)
+    with (R2_CACHE / ".lock").open("w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)  # xdist workers share one install
+        _install_r2(modules, lock, stamp)
+    return modules
+
+
+def _install_r2(modules: Path, lock: Path, stamp: Path) -> None:
+    if not (modules / "r2-opds-js").is_dir() or not stamp.is_file() or stamp.read_bytes() != lock.read_bytes():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.fail("npm is needed for the Readium parser; .ci/run installs it (apt-get install nodejs npm)")
+        for name in ("package.json", "package-lock.json", ".npmrc"):
+            if (CONFORMANCE / name).is_file():
+                shutil.copyfile(CONFORMANCE / name, R2_CACHE / name)
+        subprocess.run([npm, "ci", "--silent", "--no-audit", "--no-fund"], cwd=R2_CACHE, check=True)
+        shutil.copyfile(lock, stamp)
