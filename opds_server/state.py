@@ -8,7 +8,7 @@ from opds_server.calibre.database import CalibreDatabase
 from opds_server.calibre.snapshot import Library
 from opds_server.catalog.service import Catalog
 from opds_server.config import Settings
-from opds_server.storage.thumbnails import ThumbnailStore
+from opds_server.storage.derived import PlaceholderStore, ThumbnailStore
 
 
 class Services:
@@ -22,6 +22,7 @@ class Services:
         self.library = Library(CalibreDatabase(settings.library))
         self.catalog = Catalog(self.library, settings)
         self.thumbnails = ThumbnailStore(settings.data_dir / "thumbnails", settings.thumbnail_width)
+        self.placeholders = PlaceholderStore(settings.data_dir / "placeholders")
 
     def close(self) -> None:
         self.library.db.close()

@@ -14,15 +14,12 @@ is the same bytes on every run (uuid5 uuids, fixed timestamps and ZIP dates), so
 
 from __future__ import annotations
 
-import colorsys
 import datetime as dt
-import hashlib
 import html
 import io
 import re
 import sqlite3
 import textwrap
-import unicodedata
 import uuid
 import zipfile
 from collections.abc import Sequence
@@ -30,16 +27,14 @@ from contextlib import closing
 from importlib.resources import files
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
-
-from opds_server.calibre.demo_books import BOOKS, Chapter, DemoBook
+from opds_server.calibre.demo_books import BOOKS, DemoBook
+from opds_server.storage.artwork import draw_comic_page, draw_cover, fold_to_ascii
 
 CALIBRE_USER_VERSION = 25
 """``PRAGMA user_version`` of calibre 6.13's schema; calibre upgrades a library with a lower one."""
 BUILT_AT = dt.datetime(2024, 11, 1, 9, 30, tzinfo=dt.UTC)
 """Stands in for the time of the run (``last_modified``, ZIP dates), so every run writes the same bytes."""
 DEMO_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "demo-library.opds-server.invalid")
-COVER_SIZE = (600, 900)
 EPUB_LANGUAGES = {"eng": "en", "fra": "fr", "deu": "de"}
 # What calibredb 6.13 leaves in a new library. The fixture's sixth row, `field_metadata`, is written
 # only by the custom column commands (for readers such as calibre2opds); the demo has no custom column.
@@ -104,14 +99,9 @@ def _author_sort(name: str) -> str:
     return f"{family}, {' '.join(given)}" if given else family
 
 
-def _ascii(text: str) -> str:
-    """`text` without accents ("à" to "a"), as calibre names folders; enough for the demo's Latin titles."""
-    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-
-
 def _path_component(text: str) -> str:
     """The part of calibre's ``ascii_filename`` the demo needs: ASCII, and ``_`` for ``/\\:*?"<>|``."""
-    return _UNSAFE_IN_PATH.sub("_", _ascii(text)).strip()
+    return _UNSAFE_IN_PATH.sub("_", fold_to_ascii(text)).strip()
 
 
 def _isbn13(stem: str) -> str:
@@ -148,7 +138,8 @@ def _add_book(db: sqlite3.Connection, library: Path, book: DemoBook) -> None:
 
     folder = library / path
     folder.mkdir(parents=True, exist_ok=True)
-    cover_page = _render_cover(book)
+    series = f"{book.series} {book.series_index:g}" if book.series is not None else None
+    cover_page = draw_cover(book.title, book.authors, series)
     if book.has_cover:
         (folder / "cover.jpg").write_bytes(cover_page)
     name = f"{_path_component(book.title)} - {author_folder}"
@@ -159,7 +150,7 @@ def _add_book(db: sqlite3.Connection, library: Path, book: DemoBook) -> None:
             case "PDF":
                 content = _render_pdf(book)
             case "CBZ":  # the cover, then a page per chapter; calibre takes a comic's cover from page 1
-                pages = [cover_page, *map(_render_comic_page, book.chapters)]
+                pages = [cover_page, *(draw_comic_page(c.title, c.paragraphs) for c in book.chapters)]
                 content = _zip([(f"{n:03}.jpg", page) for n, page in enumerate(pages, 1)])
         (folder / f"{name}.{book_format.lower()}").write_bytes(content)
         db.execute(
@@ -355,80 +346,3 @@ def _render_pdf(book: DemoBook) -> bytes:
 
 def _pdf_string(text: str) -> str:
     return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-
-
-def _colour(title: str, lightness: float) -> tuple[int, int, int]:
-    """A colour whose hue comes from the title, so each book keeps its colour from run to run."""
-    hue = hashlib.sha256(title.encode()).digest()[0] / 256
-    red, green, blue = colorsys.hls_to_rgb(hue, lightness, 0.5)
-    return round(red * 255), round(green * 255), round(blue * 255)
-
-
-def _font(size: int) -> ImageFont.FreeTypeFont:
-    font = ImageFont.load_default(size=size)
-    if not isinstance(font, ImageFont.FreeTypeFont):  # Pillow built without FreeType: no sizes, no anchors
-        raise TypeError("the demo covers need Pillow built with FreeType")
-    return font
-
-
-def _wrap(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.FreeTypeFont, width: int) -> list[str]:
-    """`text` in lines of at most `width` pixels, drawn without accents (Aileron, Pillow's font, is ASCII)."""
-    lines: list[str] = []
-    for word in _ascii(text).split():
-        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
-            lines[-1] = f"{lines[-1]} {word}"
-        else:
-            lines.append(word)
-    return lines
-
-
-def _jpeg(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=85)
-    return buffer.getvalue()
-
-
-def _render_cover(book: DemoBook) -> bytes:
-    """A 600x900 JPEG: title, series and authors on a background coloured after the title."""
-    accent = _colour(book.title, 0.75)
-    image = Image.new("RGB", COVER_SIZE, _colour(book.title, 0.3))
-    draw = ImageDraw.Draw(image)
-    draw.rectangle((28, 28, 571, 871), outline=accent, width=6)
-    title_font, series_font, author_font = _font(60), _font(30), _font(36)
-    y = 170
-    for line in _wrap(draw, book.title, title_font, 480):
-        draw.text((300, y), line, font=title_font, fill="white", anchor="ma")
-        y += 74
-    draw.line((220, y + 24, 380, y + 24), fill=accent, width=4)
-    if book.series is not None:
-        series = _wrap(draw, f"{book.series} {book.series_index:g}", series_font, 480)[0]
-        draw.text((300, y + 56), series, font=series_font, fill=accent, anchor="ma")
-    author_lines = _wrap(draw, " & ".join(book.authors), author_font, 480)
-    for n, line in enumerate(author_lines, 1 - len(author_lines)):  # the last line at y = 754
-        draw.text((300, 754 + 46 * n), line, font=author_font, fill="white", anchor="ma")
-    return _jpeg(image)
-
-
-def _render_comic_page(chapter: Chapter) -> bytes:
-    """A 600x900 JPEG page: the chapter's title, then one panel per paragraph, captioned with it."""
-    image = Image.new("RGB", COVER_SIZE, "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((300, 24), _ascii(chapter.title), font=_font(34), fill="black", anchor="ma")
-    caption_font = _font(22)
-    for n, caption in enumerate(chapter.paragraphs):
-        top, cloud_x, hero_x = 80 + 270 * n, 120 + 150 * n, 480 - 120 * n
-        draw.rectangle((30, top, 570, top + 255), fill=(150, 200, 240), outline="black", width=5)
-        draw.rectangle((35, top + 205, 565, top + 250), fill=(110, 170, 80))
-        for x, y, r in (
-            (cloud_x, top + 150, 34),
-            (cloud_x + 40, top + 132, 40),
-            (cloud_x + 82, top + 150, 32),
-        ):
-            draw.ellipse((x - r, y - r, x + r, y + r), fill="white")
-        draw.polygon([(hero_x - 22, top + 160), (hero_x + 22, top + 160), (hero_x, top + 205)], fill="red")
-        draw.ellipse((hero_x - 14, top + 130, hero_x + 14, top + 158), fill=(240, 200, 160), outline="black")
-        lines = _wrap(draw, caption, caption_font, 500)
-        draw.rectangle((40, top + 10, 560, top + 20 + 27 * len(lines)), fill=(255, 248, 208), outline="black")
-        for row, line in enumerate(lines):
-            draw.text((50, top + 15 + 27 * row), line, font=caption_font, fill="black")
-    return _jpeg(image)

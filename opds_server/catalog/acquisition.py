@@ -194,7 +194,7 @@ def build_books_feed(
     has_next, rows = len(rows) > limit, rows[:limit]
     books = read_books(db, [int(str(row[0])) for row in rows], snapshot.custom_columns)
     publications: list[Publication] = [
-        build_publication(books[book_id], hrefs, library=db.library, is_complete=False, count_pages=count_pages)
+        build_publication(books[book_id], hrefs, is_complete=False, count_pages=count_pages)
         for row in rows
         if (book_id := int(str(row[0]))) in books
     ]

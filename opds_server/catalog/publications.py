@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
-from pathlib import Path
 
 from feeds import vocab
 from feeds.model import Acquisition, Contributor, Image, Link, PageStream, Publication, Series, Subject
@@ -34,15 +33,10 @@ def _details_html(book: Book) -> str:
     return f"<dl>{items}</dl>"
 
 
-def has_cover_file(library: Path, book: Book) -> bool:
-    return book.has_cover and (library / book.path / "cover.jpg").is_file()
-
-
 def build_publication(
     book: Book,
     hrefs: Hrefs,
     *,
-    library: Path,
     is_complete: bool,
     count_pages: PageCounter,
 ) -> Publication:
@@ -55,12 +49,11 @@ def build_publication(
     content = ""
     if is_complete:
         content = (sanitise_html(book.comments) if book.comments else "") + _details_html(book)
-    images: tuple[Image, ...] = ()
-    if has_cover_file(library, book):
-        images = (
-            Image(href=hrefs.cover(book.id), type=COVER_TYPE, rel="image"),
-            Image(href=hrefs.thumbnail(book.id), type=COVER_TYPE, rel="thumbnail"),
-        )
+    # A book without a cover gets one drawn for it (``/covers/<id>`` serves either).
+    images = (
+        Image(href=hrefs.cover(book.id), type=COVER_TYPE, rel="image"),
+        Image(href=hrefs.thumbnail(book.id), type=COVER_TYPE, rel="thumbnail"),
+    )
     page_stream = None
     if any(f.format == "CBZ" for f in book.formats) and (pages := count_pages(book)):
         page_stream = PageStream(href=hrefs.page_stream(book.id), type=COVER_TYPE, count=pages)

@@ -90,9 +90,7 @@ class Catalog:
         return None
 
     def _publication(self, book: Book, hrefs: Hrefs, *, is_complete: bool) -> Publication:
-        return build_publication(
-            book, hrefs, library=self.root_path, is_complete=is_complete, count_pages=self.count_pages
-        )
+        return build_publication(book, hrefs, is_complete=is_complete, count_pages=self.count_pages)
 
     def root(self, hrefs: Hrefs) -> Feed:
         snapshot = self.snapshot()

@@ -8,6 +8,7 @@ requests.
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -20,7 +21,7 @@ from opds_server.errors import CoverNotFoundError, NotFoundError
 from opds_server.http import FileResponse, get_and_head, is_fresh, make_etag, parse_range, validators
 from opds_server.state import Services
 from opds_server.storage.comics import read_page
-from opds_server.storage.thumbnails import ThumbnailError
+from opds_server.storage.derived import ThumbnailError
 
 DOWNLOAD_CACHE_CONTROL = "private, max-age=3600"
 COVER_CACHE_CONTROL = "public, max-age=3600"
@@ -70,18 +71,28 @@ def download(request: Request[Any, Any, Any], services: Services, book_id: int, 
     )
 
 
+def _cover(services: Services, book_id: int) -> tuple[Path, str]:
+    """The book's cover, or the one drawn for it when it has none (``key`` names which)."""
+    try:
+        return locate_cover(services.catalog, book_id), str(book_id)
+    except CoverNotFoundError:
+        book = services.catalog.book(book_id)
+        series = f"{book.series.name} {book.series.index:g}" if book.series else None
+        drawn = services.placeholders.read_placeholder(book_id, book.title, [a.name for a in book.authors], series)
+        return drawn, f"{book_id}-placeholder"
+
+
 @get_and_head("/covers/{book_id:int}", name="cover")
 def cover(request: Request[Any, Any, Any], services: Services, book_id: int) -> Response[bytes]:
-    path = locate_cover(services.catalog, book_id)
-    return _send_file(request, path, media="image/jpeg", cache_control=COVER_CACHE_CONTROL, etag_parts=(book_id,))
+    path, key = _cover(services, book_id)
+    return _send_file(request, path, media="image/jpeg", cache_control=COVER_CACHE_CONTROL, etag_parts=(key,))
 
 
 @get_and_head("/covers/{book_id:int}/thumbnail", name="thumbnail")
 def thumbnail(request: Request[Any, Any, Any], services: Services, book_id: int) -> Response[bytes]:
-    path = locate_cover(services.catalog, book_id)
-    stat = path.stat()
+    path, key = _cover(services, book_id)
     try:
-        thumb = services.thumbnails.read_thumbnail(book_id, path, stat.st_mtime_ns, stat.st_size)
+        thumb = services.thumbnails.read_thumbnail(key, path)
     except ThumbnailError as exc:
         raise CoverNotFoundError(str(exc)) from exc
     return _send_file(

@@ -15,8 +15,10 @@ from lxml import etree
 from PIL import Image
 
 from opds_server.calibre.demo import write_demo_library
+from tests.conftest import FIXTURE_LIBRARY
 
-FIXTURE_DB = Path(__file__).resolve().parents[3] / "shared/fixtures/calibre-library/metadata.db"
+FIXTURE_DB = FIXTURE_LIBRARY / "metadata.db"
+
 CALIBRE_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{6})?\+00:00$")
 OPF = {"opf": "http://www.idpf.org/2007/opf", "dc": "http://purl.org/dc/elements/1.1/"}
 
@@ -56,7 +58,6 @@ def test_database_is_calibre_schema_version_25_and_intact(db: sqlite3.Connection
     assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)
 
 
-@pytest.mark.skipif(not FIXTURE_DB.exists(), reason="shared/ fixture library not beside the checkout")
 def test_schema_is_calibres_without_the_fixtures_custom_columns(db: sqlite3.Connection) -> None:
     query = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid"
     with closing(connect_read_only(FIXTURE_DB)) as calibre:
