@@ -57,7 +57,7 @@ class WireSubject(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
 
 
 class PublicationMetadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
-    type: str = msgspec.field(default=_BOOK_TYPE, name="@type")
+    type: str = msgspec.field(name="@type")
     title: str
     sort_as: str | None = None
     identifier: str | None = None
@@ -141,9 +141,10 @@ def build_publication(publication: Publication) -> WirePublication:
         The wire Struct, ready for ``msgspec`` encoding.
     """
     metadata = PublicationMetadata(
+        type=_BOOK_TYPE,
         title=publication.title,
         sort_as=publication.sort_as,
-        identifier=publication.identifiers[0] if publication.identifiers else publication.id,
+        identifier=publication.id,
         author=tuple(
             WireContributor(name=a.name, sort_as=a.sort_as, links=_typed_link(a.href, a.type))
             for a in publication.authors

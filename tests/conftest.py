@@ -50,13 +50,14 @@ class LiveServer:
         return httpx.Client(base_url=self.url, timeout=30, **kwargs)  # type: ignore[arg-type]
 
 
-def start_server(library: Path, data_dir: Path, log: Path, env: Mapping[str, str] | None = None) -> LiveServer:
-    """Start the CLI's ``serve`` and wait until it answers ``/health``."""
+def start_server(library: Path | None, data_dir: Path, log: Path, env: Mapping[str, str] | None = None) -> LiveServer:
+    """Start the CLI's ``serve`` and wait until it answers ``/health``; no ``library``: the default one."""
     port = free_port()
+    library_arguments = ["--library", str(library)] if library is not None else []
     environment = {**os.environ, "OPDS_NO_BOOTSTRAP": "1", "OPDS_DATA_DIR": str(data_dir), **(env or {})}
     with log.open("wb") as handle:
         process = subprocess.Popen(
-            [sys.executable, "-m", "opds_server", "serve", "--library", str(library), "--port", str(port)],
+            [sys.executable, "-m", "opds_server", "serve", *library_arguments, "--port", str(port)],
             cwd=ROOT,
             env=environment,
             stdout=handle,
@@ -69,7 +70,9 @@ def start_server(library: Path, data_dir: Path, log: Path, env: Mapping[str, str
             pytest.fail(f"server exited with {process.returncode}:\n{log.read_text(errors='replace')}")
         try:
             if httpx.get(f"{url}/health", timeout=1).status_code in {200, 503}:
-                return LiveServer(url=url, library=library, data_dir=data_dir, process=process)
+                return LiveServer(
+                    url=url, library=library or data_dir / "demo-library", data_dir=data_dir, process=process
+                )
         except httpx.TransportError:
             time.sleep(0.1)
     process.kill()

@@ -48,5 +48,7 @@ def shorten(text: str, limit: int) -> str:
     """Cut ``text`` at a word boundary to at most ``limit`` characters, marking the cut with an ellipsis."""
     if len(text) <= limit:
         return text
-    cut = text[: limit - 1].rsplit(None, 1)[0] if " " in text[: limit - 1] else text[: limit - 1]
+    cut = text[: limit - 1]
+    if not text[limit - 1].isspace() and " " in cut:
+        cut = cut.rsplit(None, 1)[0]  # do not end inside a word
     return cut.rstrip(" ,;:") + "…"
