@@ -6,6 +6,8 @@ received and what is accepted.
 
 from __future__ import annotations
 
+import ast
+import itertools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,26 +33,28 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the server is told from outside."""
 
     library: Path | None = None
-    """Folder holding Calibre's ``metadata.db`` (``OPDS_LIBRARY``); see ``serve`` for the default."""
+    """Folder holding Calibre's `metadata.db`. Unset: `--library`, then `~/Calibre Library` if it
+    exists, else a demo library built in the data dir."""
 
     data_dir: Path = msgspec.field(default_factory=default_data_dir)
-    """Where the embedded user DB, thumbnails and the secret live (``OPDS_DATA_DIR``)."""
+    """Where thumbnails, drawn covers, the demo library (and later the user DB and the secret) live.
+    Default: `$XDG_DATA_HOME/opds-server`, else `~/.local/share/opds-server`."""
 
     base_url: str | None = None
-    """Public URL prefix, e.g. ``https://books.example.org/calibre`` (``OPDS_BASE_URL``); derived
-    from the request when unset."""
+    """Public URL prefix, e.g. `https://books.example.org/calibre`, for links behind a reverse
+    proxy. Unset: taken from each request's own scheme, host and port."""
 
     page_size: Annotated[int, msgspec.Meta(ge=1, le=500)] = 50
-    """Entries per acquisition page unless a client asks for fewer (``OPDS_PAGE_SIZE``)."""
+    """Entries per page of a feed (1-500); a client may ask for fewer with `?limit=`."""
 
     group_threshold: Annotated[int, msgspec.Meta(ge=1)] = 100
-    """A category list longer than this is grouped by initial letter (``OPDS_GROUP_THRESHOLD``)."""
+    """A list of titles, authors, series or publishers longer than this is first offered by initial letter."""
 
     library_name: str = "Calibre Library"
-    """Catalogue title shown by readers (``OPDS_LIBRARY_NAME``)."""
+    """The catalogue's title, as readers show it."""
 
     thumbnail_width: Annotated[int, msgspec.Meta(ge=32, le=2000)] = 300
-    """Width of the thumbnails made from covers, in pixels (``OPDS_THUMBNAIL_WIDTH``)."""
+    """Width in pixels of the thumbnails made from covers (32-2000)."""
 
 
 _ENV_NAMES: Mapping[str, str] = {
@@ -96,6 +100,26 @@ def settings_from_env(environ: Mapping[str, str], overrides: Mapping[str, object
         return msgspec.convert(raw, Settings, strict=False, dec_hook=_decode_path)
     except msgspec.ValidationError as exc:
         raise SettingsError(_explain(exc, raw)) from exc
+
+
+def settings_table() -> str:
+    """The README's settings table, made from the field docstrings above (a test keeps them in step)."""
+    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    settings = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Settings")
+    defaults = {f.name: f.default for f in msgspec.structs.fields(Settings)}
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    body = settings.body
+    for node, following in itertools.pairwise(body):
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        if not (isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)):
+            continue
+        field = node.target.id
+        default = defaults[field]
+        shown = f"`{default}`" if isinstance(default, int | str) else "see meaning"
+        meaning = " ".join(str(following.value.value).split())
+        rows.append(f"| `{_FIELD_TO_ENV[field]}` | {shown} | {meaning} |")
+    return "\n".join(rows) + "\n"
 
 
 def _decode_path(kind: type, value: object) -> object:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 _DEBUG = re.compile(r"^\s*(breakpoint\(\)|import pdb|import ipdb|pdb\.set_trace\(\))", re.MULTILINE)
+# Kept byte for byte as calibre wrote it (its trigger headers end in a space); the demo test compares.
+_VERBATIM = {"opds_server/calibre/schema.sql"}
 _TEXT_SUFFIXES = {
     ".py",
     ".md",
@@ -47,6 +49,8 @@ def hygiene() -> int:
             continue
         text = path.read_text(encoding="utf-8", errors="replace")
         relative = path.relative_to(ROOT)
+        if relative.as_posix() in _VERBATIM:
+            continue
         if text and not text.endswith("\n"):
             problems.append(f"{relative}: no newline at end of file")
         for number, line in enumerate(text.splitlines(), 1):

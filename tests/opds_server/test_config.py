@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from opds_server.config import SettingsError, settings_from_env
+from opds_server.config import SettingsError, settings_from_env, settings_table
 
 
 def test_values_are_decoded_from_strings(tmp_path: Path) -> None:
@@ -42,3 +42,10 @@ def test_an_env_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
 def test_data_dir_defaults_to_the_users_data_folder(tmp_path: Path) -> None:
     settings = settings_from_env({"OPDS_ENV_FILE": str(tmp_path / "none")})
     assert settings.data_dir.name == "opds-server"
+
+
+def test_readme_settings_table_is_generated_from_the_settings() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    begin = readme.index("<!-- settings-table")
+    table = readme[readme.index("\n", begin) + 1 : readme.index("<!-- end settings-table -->")]
+    assert table == settings_table()
