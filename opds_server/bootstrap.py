@@ -54,6 +54,24 @@ def _run(command: list[str]) -> None:
         sys.exit(result.returncode)
 
 
+def _link_project(python: str) -> None:
+    """Make the checkout importable from the venv (what an editable install does), and add the
+    ``opds-server`` command, without building anything."""
+    found = subprocess.run(  # noqa: S603 - the venv's own interpreter
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (Path(found.stdout.strip()) / "opds-server-checkout.pth").write_text(f"{ROOT}\n", encoding="utf-8")
+    if os.name != "nt":
+        launcher = VENV / "bin" / "opds-server"
+        launcher.write_text(
+            f"#!{python}\nimport sys\nfrom opds_server.cli import main\nsys.exit(main())\n", encoding="utf-8"
+        )
+        launcher.chmod(0o755)
+
+
 def _install(lock: Path) -> None:
     python = str(_venv_python())
     if not _venv_python().exists():
@@ -62,7 +80,7 @@ def _install(lock: Path) -> None:
         _run([python, "-m", "pip", "install", "--quiet", "--upgrade", "pip"])
     _say(f"installing the pinned dependencies of {lock.relative_to(ROOT)} (once)")
     _run([python, "-m", "pip", "install", "--quiet", "--require-hashes", "--no-deps", "-r", str(lock)])
-    _run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "-e", str(ROOT)])
+    _link_project(python)
     stamp = _installed()
     stamp[lock.name if lock == RUNTIME_LOCK else "dev"] = _digest(lock)
     _STAMP.write_text(json.dumps(stamp), encoding="utf-8")
