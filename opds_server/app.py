@@ -19,7 +19,7 @@ from litestar.exceptions import HTTPException
 from opds_server.catalog.hrefs import Flavour
 from opds_server.config import Settings, settings_from_env
 from opds_server.errors import AppError, handle_app_error, handle_http_exception, handle_unexpected
-from opds_server.http import HeadMiddleware
+from opds_server.http import AcceptEncodingMiddleware, HeadMiddleware
 from opds_server.routes.feeds import feed_router
 from opds_server.routes.files import files_router
 from opds_server.routes.health import health
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             HTTPException: handle_http_exception,
             Exception: handle_unexpected,
         },
-        middleware=[HeadMiddleware],
+        middleware=[HeadMiddleware, AcceptEncodingMiddleware],
         compression_config=CompressionConfig(
             backend="brotli",
             brotli_gzip_fallback=True,

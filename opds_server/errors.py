@@ -136,14 +136,29 @@ def handle_app_error(request: Request[Any, Any, Any], exc: AppError) -> Response
     return problem_response(exc.status, exc.title, exc.slug, exc.detail, path=request.url.path, headers=exc.headers)
 
 
-def _validation_detail(exc: ValidationException) -> str:
+def _wire_name(request: Request[Any, Any, Any], key: str) -> str:
+    """The name the client used for a handler argument (``query`` for ``search``, ``maxWidth``...)."""
+    parameter = request.route_handler.parsed_fn_signature.parameters.get(key)
+    kwarg = getattr(parameter, "kwarg_definition", None)
+    return str(getattr(kwarg, "query", None) or getattr(kwarg, "header", None) or key)
+
+
+def _shown(value: str) -> str:
+    return repr(value) if len(value) <= 60 else f"{value[:40]!r}... ({len(value)} characters)"
+
+
+def _validation_detail(request: Request[Any, Any, Any], exc: ValidationException) -> str:
     extra = exc.extra if isinstance(exc.extra, list) else []
     parts = []
     for item in extra:
-        if isinstance(item, dict):
-            key = item.get("key", "?")
-            where = item.get("source", "query")
-            parts.append(f"{where} parameter {key!r}: {item.get('message', 'invalid value')}")
+        if not isinstance(item, dict):
+            continue
+        name = _wire_name(request, str(item.get("key", "?")))
+        source = item.get("source", "query")
+        where = str(getattr(source, "value", source))
+        received = request.query_params.get(name) if where == "query" else request.path_params.get(name)
+        value = f" = {_shown(str(received))}" if received is not None else ""
+        parts.append(f"{where} parameter {name!r}{value}: {item.get('message', 'invalid value')}")
     return "; ".join(parts) or str(exc.detail)
 
 
@@ -151,11 +166,12 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     """Render Litestar's own errors (400 from parameter parsing, 404 routing, 405) as problems."""
     status = exc.status_code
     if isinstance(exc, ValidationException):
-        detail = _validation_detail(exc)
+        detail = _validation_detail(request, exc)
         log.info("%s %s -> 400: %s", request.method, request.url.path, detail)
         return problem_response(400, "Invalid request", "invalid-request", detail, path=request.url.path)
     if isinstance(exc, NotFoundException):
-        return problem_response(404, "Not found", "not-found", "no such page", path=request.url.path)
+        detail = f"nothing is served at {request.url.path}; the catalogue starts at /opds and /opds/v2"
+        return problem_response(404, "Not found", "not-found", detail, path=request.url.path)
     title = HTTPStatus(status).phrase if status < 500 else "Internal server error"
     detail = str(exc.detail) if status < 500 else "internal error"
     return problem_response(status, title, "http", detail, path=request.url.path, headers=dict(exc.headers or {}))

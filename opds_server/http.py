@@ -34,6 +34,46 @@ get_and_head = partial(route, http_method=[HttpMethod.GET, HttpMethod.HEAD], syn
 """A route answering GET and HEAD (Litestar routes HEAD only where it is declared)."""
 
 
+class AcceptEncodingMiddleware:
+    """Rewrite ``Accept-Encoding`` to the codings the client accepts, best first (RFC 9110 12.5.3).
+
+    Litestar's compression looks only for the name ``br`` or ``gzip`` in the header, so
+    ``gzip;q=0`` (refused) would still get gzip. Codings with ``q=0`` are dropped here, before it
+    looks.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if str(scope["type"]) == "http":
+            headers = [(k, v) for k, v in scope["headers"] if k != b"accept-encoding"]
+            raw = b",".join(v for k, v in scope["headers"] if k == b"accept-encoding")
+            if raw:
+                accepted = acceptable_codings(raw.decode("latin-1"))
+                headers.append((b"accept-encoding", ", ".join(accepted).encode("latin-1") or b"identity"))
+                scope = cast("Scope", {**scope, "headers": headers})
+        await self.app(scope, receive, send)
+
+
+def acceptable_codings(header: str) -> list[str]:
+    """The codings of an ``Accept-Encoding`` value with q > 0, highest q first."""
+    weighted = []
+    for position, item in enumerate(header.split(",")):
+        name, *parameters = (part.strip() for part in item.split(";"))
+        quality = 1.0
+        for parameter in parameters:
+            key, _, value = parameter.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if name and quality > 0:
+            weighted.append((-quality, position, name.lower()))
+    return [name for _, _, name in sorted(weighted)]
+
+
 class HeadMiddleware:
     """Send a HEAD answer's status and headers, never its body."""
 
@@ -59,10 +99,10 @@ def http_date(moment: dt.datetime) -> str:
     return email.utils.format_datetime(moment.astimezone(dt.UTC), usegmt=True)
 
 
-def make_etag(*parts: object) -> str:
-    """A strong ETag from whatever determines the bytes."""
+def make_etag(*parts: object, weak: bool = False) -> str:
+    """An ETag from whatever determines the bytes; weak where the bytes vary by content coding."""
     digest = hashlib.blake2s("\x1f".join(map(str, parts)).encode(), digest_size=12).hexdigest()
-    return f'"{digest}"'
+    return f'W/"{digest}"' if weak else f'"{digest}"'
 
 
 def is_fresh(request: Request[Any, Any, Any], etag: str, last_modified: dt.datetime | None) -> bool:
@@ -70,7 +110,7 @@ def is_fresh(request: Request[Any, Any, Any], etag: str, last_modified: dt.datet
     if_none_match = request.headers.get("if-none-match")
     if if_none_match is not None:
         tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
-        return etag in tags or "*" in tags
+        return etag.removeprefix("W/") in tags or "*" in tags  # weak comparison (RFC 9110 13.1.2)
     since = request.headers.get("if-modified-since")
     if since and last_modified is not None:
         try:

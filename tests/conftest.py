@@ -134,3 +134,19 @@ def _install_r2(modules: Path, lock: Path, stamp: Path) -> None:
                 shutil.copyfile(CONFORMANCE / name, R2_CACHE / name)
         subprocess.run([npm, "ci", "--silent", "--no-audit", "--no-fund"], cwd=R2_CACHE, check=True)
         shutil.copyfile(lock, stamp)
+
+
+_CRAWL_SUMMARIES: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def crawl_summaries() -> list[str]:
+    """Conformance crawls add their summary line here; it is printed at the end of the run."""
+    return _CRAWL_SUMMARIES
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _CRAWL_SUMMARIES:
+        terminalreporter.section("conformance crawl")
+        for line in _CRAWL_SUMMARIES:
+            terminalreporter.write_line(line)

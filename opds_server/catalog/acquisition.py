@@ -20,7 +20,7 @@ from opds_server.calibre.model import Category
 from opds_server.calibre.query import BookQuery, KeyValue, SortOrder, key_count, page_sql
 from opds_server.calibre.snapshot import LibrarySnapshot
 from opds_server.catalog.common import feed_links, stable_id
-from opds_server.catalog.cursor import decode_cursor, encode_cursor
+from opds_server.catalog.cursor import cursor_scope, decode_cursor, encode_cursor
 from opds_server.catalog.hrefs import Hrefs, ParamValue
 from opds_server.catalog.publications import PageCounter, build_publication
 from opds_server.errors import InvalidCursorError, NotFoundError
@@ -159,7 +159,7 @@ def _previous_after(
     before = db.fetch(sql, parameters)
     if len(before) <= limit or page <= 2:
         return None
-    return encode_cursor(page - 1, _row_keys(before[limit]))
+    return encode_cursor(page - 1, cursor_scope(query), _row_keys(before[limit]))
 
 
 def build_books_feed(
@@ -184,8 +184,9 @@ def build_books_feed(
     """
     keys: Sequence[KeyValue] | None = None
     page = 1
+    scope = cursor_scope(query)
     if after is not None:
-        cursor = decode_cursor(after, key_count=key_count(query.sort))
+        cursor = decode_cursor(after, scope=scope, key_count=key_count(query.sort))
         if not isinstance(cursor.keys[-1], int):
             raise InvalidCursorError(f"after={after[:40]!r} is a cursor of another feed, not of this one")
         keys, page = cursor.keys, cursor.page
@@ -211,7 +212,7 @@ def build_books_feed(
         previous = _previous_after(db, snapshot, query, rows[0], page=page, limit=limit) if rows else None
         links.append(Link(href=hrefs.feed("/books", {**params, "after": previous}), rel=vocab.REL_PREVIOUS, type=kind))
     if has_next:
-        next_after = encode_cursor(page + 1, _row_keys(rows[-1]))
+        next_after = encode_cursor(page + 1, scope, _row_keys(rows[-1]))
         links.append(Link(href=hrefs.feed("/books", {**params, "after": next_after}), rel=vocab.REL_NEXT, type=kind))
     return Feed(
         id=stable_id(snapshot, "books", sorted((k, str(v)) for k, v in params.items() if v is not None)),

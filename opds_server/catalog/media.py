@@ -18,7 +18,7 @@ FORMAT_TYPES: Final = {
     "DJVU": "image/vnd.djvu",
     "DOCX": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
     "RTF": "application/rtf",
-    "TXT": "text/plain; charset=utf-8",
+    "TXT": "text/plain",
     "HTMLZ": "application/zip",
     "ZIP": "application/zip",
     "ODT": "application/vnd.oasis.opendocument.text",

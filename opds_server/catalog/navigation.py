@@ -17,7 +17,7 @@ from feeds.model import Feed, FeedKind, Group, Link, NavigationEntry, Page, Publ
 from opds_server.calibre.model import Category
 from opds_server.calibre.snapshot import LibrarySnapshot
 from opds_server.catalog.common import feed_links, stable_id
-from opds_server.catalog.cursor import decode_cursor, encode_cursor
+from opds_server.catalog.cursor import cursor_scope, decode_cursor, encode_cursor
 from opds_server.catalog.hrefs import Flavour, Hrefs, ParamValue
 from opds_server.errors import InvalidCursorError, NotFoundError
 
@@ -198,7 +198,7 @@ def build_category_feed(
         start = 0
         current = 1
         if after is not None:
-            cursor = decode_cursor(after, key_count=2)
+            cursor = decode_cursor(after, scope=cursor_scope(spec.name, parent, initial), key_count=2)
             if not all(isinstance(key, str) for key in cursor.keys):
                 raise InvalidCursorError(f"after={after[:40]!r} is a cursor of another feed, not of this list")
             start = bisect_right(items, (cursor.keys[0], cursor.keys[1]), key=_sort_key)
@@ -248,6 +248,7 @@ def _page_links(
     current: int,
 ) -> list[Link]:
     path, kind = f"/{spec.name}", hrefs.feed_type("navigation")
+    scope = cursor_scope(spec.name, params.get("parent"), params.get("initial"))
     links = []
     if start > 0:
         links.append(Link(href=hrefs.feed(path, params), rel=vocab.REL_FIRST, type=kind))
@@ -255,12 +256,12 @@ def _page_links(
         previous_after = None
         if previous_start > 0:
             anchor = items[previous_start - 1]
-            previous_after = encode_cursor(current - 1, _sort_key(anchor))
+            previous_after = encode_cursor(current - 1, scope, _sort_key(anchor))
         links.append(
             Link(href=hrefs.feed(path, {**params, "after": previous_after}), rel=vocab.REL_PREVIOUS, type=kind)
         )
     if start + page_size < len(items):
         anchor = items[start + page_size - 1]
-        next_after = encode_cursor(current + 1, _sort_key(anchor))
+        next_after = encode_cursor(current + 1, scope, _sort_key(anchor))
         links.append(Link(href=hrefs.feed(path, {**params, "after": next_after}), rel=vocab.REL_NEXT, type=kind))
     return links

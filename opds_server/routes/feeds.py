@@ -47,14 +47,17 @@ def _respond(
     snapshot = services.catalog.snapshot()
     base = public_base(request, services)
     raw = wants_raw_templates(request)
-    return conditional(
+    response = conditional(
         request,
-        etag=make_etag(snapshot.generation, flavour, base, raw, request.url.path, request.url.query),
+        etag=make_etag(snapshot.generation, flavour, base, raw, request.url.path, request.url.query, weak=True),
         last_modified=snapshot.updated,
         cache_control=FEED_CACHE_CONTROL,
         media_type=media_type,
         render=lambda: render(Hrefs(base, flavour, has_raw_templates=raw)),
     )
+    # The bytes depend on the client's User-Agent (see quirks); compression adds Accept-Encoding.
+    response.headers["Vary"] = "User-Agent"
+    return response
 
 
 def feed_router(flavour: Flavour) -> Router:

@@ -19,7 +19,10 @@ class Health(msgspec.Struct, frozen=True, kw_only=True):
 @get("/health", sync_to_thread=True)
 def health(services: Services) -> Response[bytes]:
     try:
+        # Read metadata.db now: a snapshot loaded earlier keeps serving categories while the file
+        # is damaged, but feeds cannot page through a library that cannot be read.
         services.catalog.snapshot()
+        services.library.db.fetch("SELECT id FROM books LIMIT 1")
         calibre = True
     except LibraryUnavailableError:
         calibre = False

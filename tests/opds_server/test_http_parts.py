@@ -37,17 +37,27 @@ def test_unsatisfiable_ranges_say_the_size(header: str) -> None:
 
 
 def test_cursor_round_trips() -> None:
-    cursor = decode_cursor(encode_cursor(3, ["2013-02-10 09:30:00+00:00", 17]), key_count=2)
+    cursor = decode_cursor(encode_cursor(3, "feed", ["2013-02-10 09:30:00+00:00", 17]), scope="feed", key_count=2)
     assert (cursor.page, cursor.keys) == (3, ("2013-02-10 09:30:00+00:00", 17))
 
 
 @pytest.mark.parametrize(
     "text",
-    ["garbage!", "", "W10", encode_cursor(2, [1])[:-3], encode_cursor(1, ["a", 1]), "A" * 2000, "eyJhIjoxfQ"],
+    [
+        "garbage!",
+        "",
+        "W10",
+        encode_cursor(2, "feed", ["a", 1])[:-3],
+        encode_cursor(1, "feed", ["a", 1]),
+        encode_cursor(2, "another", ["a", 1]),
+        encode_cursor(2, "feed", [1]),
+        "A" * 2000,
+        "eyJhIjoxfQ",
+    ],
 )
 def test_forged_cursors_are_rejected(text: str) -> None:
     with pytest.raises(InvalidCursorError, match="after="):
-        decode_cursor(text, key_count=2)
+        decode_cursor(text, scope="feed", key_count=2)
 
 
 def test_content_disposition_has_an_ascii_fallback_and_the_exact_name() -> None:

@@ -18,14 +18,16 @@ CRAWL_BUDGET = {"max_pages": 6000, "max_links": 12000, "probe_all_acquisitions":
 
 @pytest.mark.slow
 @pytest.mark.parametrize("root", ["/opds", "/opds/v2"])
-def test_catalogue_crawl_has_no_failures(live_server: LiveServer, r2_modules: Path, root: str) -> None:
+def test_catalogue_crawl_has_no_failures(
+    live_server: LiveServer, r2_modules: Path, root: str, crawl_summaries: list[str]
+) -> None:
     report = opds_check.run(
         live_server.url + root,
         readium=True,
         readium_modules=str(r2_modules),
         **CRAWL_BUDGET,
     )
-    print(report.summary())
+    crawl_summaries.append(f"{root}: {report.summary().splitlines()[-1]} ({len(report.warnings)} warnings)")
     assert report.errors == [], "\n".join(map(str, report.errors))
     assert report.passed > 100, report.summary()
     unverified = [w for w in report.warnings if w.rule in {"crawl.limit", "links.limit", "pagination.unverified"}]
