@@ -61,6 +61,7 @@ class PublicationMetadata(msgspec.Struct, frozen=True, kw_only=True, omit_defaul
     title: str
     sort_as: str | None = None
     identifier: str | None = None
+    alt_identifier: tuple[str, ...] = ()
     author: tuple[WireContributor, ...] = ()
     language: tuple[str, ...] = ()
     publisher: str | None = None
@@ -145,6 +146,7 @@ def build_publication(publication: Publication) -> WirePublication:
         title=publication.title,
         sort_as=publication.sort_as,
         identifier=publication.id,
+        alt_identifier=publication.identifiers,
         author=tuple(
             WireContributor(name=a.name, sort_as=a.sort_as, links=_typed_link(a.href, a.type))
             for a in publication.authors

@@ -174,6 +174,21 @@ def _files(library: Path, path: str, rows: Iterable[Row]) -> tuple[BookFile, ...
     return tuple(files)
 
 
+def _authors(rows: Sequence[Row], author_sort: str) -> tuple[AuthorRef, ...]:
+    """Authors in Calibre's order; sort names from the book's own ``author_sort`` when it names each
+    author (``Cervantes Saavedra, Miguel de`` was set by hand), else from the authors table."""
+    per_book = [part.strip() for part in author_sort.split(" & ")] if author_sort else []
+    use_book = len(per_book) == len(rows) and all(per_book)
+    return tuple(
+        AuthorRef(
+            id=AuthorId(int(str(row[0]))),
+            name=str(row[1]),
+            sort=per_book[index] if use_book else str(row[2] or row[1]),
+        )
+        for index, row in enumerate(rows)
+    )
+
+
 def read_books(db: CalibreDatabase, ids: Sequence[int], columns: Sequence[CustomColumn]) -> dict[int, Book]:
     """Every field of the given books, in a handful of queries; unknown ids are absent."""
     if not ids:
@@ -223,10 +238,7 @@ def read_books(db: CalibreDatabase, ids: Sequence[int], columns: Sequence[Custom
             title=str(title),
             sort=str(sort or title),
             author_sort=str(author_sort or ""),
-            authors=tuple(
-                AuthorRef(id=AuthorId(int(str(a[0]))), name=str(a[1]), sort=str(a[2] or a[1]))
-                for a in authors.get(book_id, [])
-            ),
+            authors=_authors(authors.get(book_id, []), str(author_sort or "")),
             series=SeriesRef(
                 id=SeriesId(int(str(series_row[0]))),
                 name=str(series_row[1]),

@@ -35,6 +35,12 @@ def initial_of(text: str | None) -> str:
     return "#"
 
 
+def fold_text(text: str | None) -> str:
+    """Text compared without case or accents: ``Éditions`` and ``editions`` fold alike."""
+    decomposed = unicodedata.normalize("NFKD", text or "")
+    return "".join(char for char in decomposed if not unicodedata.combining(char)).casefold()
+
+
 class CalibreDatabase:
     """A Calibre library's ``metadata.db``, opened read-only per thread."""
 
@@ -62,6 +68,7 @@ class CalibreDatabase:
             uri, uri=True, timeout=self._busy_timeout, isolation_level=None, check_same_thread=True
         )
         connection.create_function("opds_initial", 1, initial_of, deterministic=True)
+        connection.create_function("opds_fold", 1, fold_text, deterministic=True)
         connection.execute("PRAGMA query_only = 1")
         self._local.connection = connection
         self._local.inode = inode

@@ -11,6 +11,8 @@ from enum import StrEnum
 
 import msgspec
 
+from opds_server.calibre.database import fold_text
+
 MAX_QUERY_TERMS = 12
 
 
@@ -68,17 +70,18 @@ def _like(term: str) -> str:
 
 
 def _term_clause(term: str) -> tuple[str, list[object]]:
-    pattern = _like(term)
+    # Case and accents are folded on both sides (opds_fold), so "editions" finds "Éditions".
+    pattern = _like(fold_text(term))
     sql = (
-        "(books.title LIKE ? ESCAPE '\\'"
+        "(opds_fold(books.title) LIKE ? ESCAPE '\\'"
         " OR books.id IN (SELECT l.book FROM books_authors_link l JOIN authors a ON a.id = l.author"
-        "   WHERE a.name LIKE ? ESCAPE '\\')"
+        "   WHERE opds_fold(a.name) LIKE ? ESCAPE '\\')"
         " OR books.id IN (SELECT l.book FROM books_series_link l JOIN series s ON s.id = l.series"
-        "   WHERE s.name LIKE ? ESCAPE '\\')"
+        "   WHERE opds_fold(s.name) LIKE ? ESCAPE '\\')"
         " OR books.id IN (SELECT l.book FROM books_tags_link l JOIN tags t ON t.id = l.tag"
-        "   WHERE t.name LIKE ? ESCAPE '\\')"
+        "   WHERE opds_fold(t.name) LIKE ? ESCAPE '\\')"
         " OR books.id IN (SELECT l.book FROM books_publishers_link l JOIN publishers p ON p.id = l.publisher"
-        "   WHERE p.name LIKE ? ESCAPE '\\')"
+        "   WHERE opds_fold(p.name) LIKE ? ESCAPE '\\')"
         " OR books.id IN (SELECT book FROM identifiers WHERE val = ?))"
     )
     return sql, [pattern, pattern, pattern, pattern, pattern, term]

@@ -28,20 +28,27 @@ class CategorySpec(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     title: str
     noun: str
+    nouns: str
     param: str
-    summary: str = ""
+    is_letters: bool = False
+    """The list is itself a list of letters: never grouped again, never paged."""
+
+    def counted(self, count: int) -> str:
+        return f"{count} {self.noun if count == 1 else self.nouns}"
 
 
 CATEGORIES: dict[str, CategorySpec] = {
     spec.name: spec
     for spec in (
-        CategorySpec(name="titles", title="Titles A-Z", noun="titles", param="initial"),
-        CategorySpec(name="authors", title="Authors", noun="authors", param="author"),
-        CategorySpec(name="series", title="Series", noun="series", param="series"),
-        CategorySpec(name="tags", title="Tags", noun="tags", param="tag"),
-        CategorySpec(name="languages", title="Languages", noun="languages", param="language"),
-        CategorySpec(name="publishers", title="Publishers", noun="publishers", param="publisher"),
-        CategorySpec(name="ratings", title="Ratings", noun="ratings", param="rating"),
+        CategorySpec(
+            name="titles", title="Titles A-Z", noun="letter", nouns="letters", param="initial", is_letters=True
+        ),
+        CategorySpec(name="authors", title="Authors", noun="author", nouns="authors", param="author"),
+        CategorySpec(name="series", title="Series", noun="series", nouns="series", param="series"),
+        CategorySpec(name="tags", title="Tags", noun="tag", nouns="tags", param="tag"),
+        CategorySpec(name="languages", title="Languages", noun="language", nouns="languages", param="language"),
+        CategorySpec(name="publishers", title="Publishers", noun="publisher", nouns="publishers", param="publisher"),
+        CategorySpec(name="ratings", title="Ratings", noun="rating", nouns="ratings", param="rating"),
     )
 }
 
@@ -94,7 +101,7 @@ def build_root(
                 href=hrefs.feed(f"/{spec.name}"),
                 type=navigation,
                 updated=snapshot.updated,
-                summary=f"{len(items)} {spec.noun}",
+                summary=spec.counted(len(items)),
                 count=len(items),
             )
         )
@@ -120,6 +127,16 @@ def build_root(
     )
 
 
+def _whole_node(snapshot: LibrarySnapshot, path: str) -> Category:
+    """The first item of a tag node's list: all books under the node, its children's included.
+
+    Its empty sort key keeps it first, and it pages like any other item.
+    """
+    parent, _, leaf = path.rpartition(".")
+    node = next((c for c in snapshot.tag_children.get(parent, ()) if c.key == path), None)
+    return Category(key=path, name=f"All books in {leaf}", sort="", count=node.count if node else 0, initial="#")
+
+
 def _entry(snapshot: LibrarySnapshot, hrefs: Hrefs, spec: CategorySpec, item: Category) -> NavigationEntry:
     if spec.name == "tags" and item.has_children:
         href, kind = hrefs.feed("/tags", {"parent": item.key}), "navigation"
@@ -128,7 +145,7 @@ def _entry(snapshot: LibrarySnapshot, hrefs: Hrefs, spec: CategorySpec, item: Ca
     else:
         href, kind = hrefs.feed("/books", {spec.param: item.key}), "acquisition"
     return NavigationEntry(
-        id=stable_id(snapshot, spec.name, item.key),
+        id=stable_id(snapshot, spec.name, item.key, kind),
         title=item.name,
         href=href,
         type=hrefs.feed_type(kind),  # type: ignore[arg-type]  # kind is one of the two literals
@@ -149,7 +166,7 @@ def _letters(
             href=hrefs.feed(f"/{spec.name}", {"initial": letter}),
             type=hrefs.feed_type("navigation"),
             updated=snapshot.updated,
-            summary=f"{count} {spec.noun}",
+            summary=spec.counted(count),
             count=count,
         )
         for letter, count in sorted(counts.items(), key=lambda pair: (pair[0] == "#", pair[0]))
@@ -185,14 +202,18 @@ def build_category_feed(
     if initial is not None:
         items = [item for item in items if item.initial == initial]
         if not items:
-            raise NotFoundError(f"initial={initial!r}: no {spec.noun} start with this letter")
+            raise NotFoundError(f"initial={initial!r}: no {spec.nouns} start with this letter")
         title = f"{title}: {initial}"
     up_href = hrefs.feed(f"/{spec.name}", {"parent": parent.rpartition(".")[0]} if parent else None)
     up: tuple[str, FeedKind] = (up_href if (initial or parent) else hrefs.feed(), "navigation")
     entries: list[NavigationEntry] = []
     page: Page | None = None
     links: list[Link] = []
-    if initial is None and not parent and len(items) > threshold:
+    if parent:
+        items = [_whole_node(snapshot, parent), *items]
+    if spec.is_letters:
+        page_size = max(page_size, len(items))
+    if not spec.is_letters and initial is None and not parent and len(items) > threshold:
         entries = _letters(snapshot, hrefs, spec, items)
     else:
         start = 0
@@ -204,16 +225,6 @@ def build_category_feed(
             start = bisect_right(items, (cursor.keys[0], cursor.keys[1]), key=_sort_key)
             current = cursor.page
         chunk = items[start : start + page_size]
-        if parent:
-            entries.append(
-                NavigationEntry(
-                    id=stable_id(snapshot, "tags", parent, "all"),
-                    title=f"All books in {parent.rpartition('.')[2]}",
-                    href=hrefs.feed("/books", {"tag": parent}),
-                    type=hrefs.feed_type("acquisition"),
-                    updated=snapshot.updated,
-                )
-            )
         entries.extend(_entry(snapshot, hrefs, spec, item) for item in chunk)
         page = Page(
             number_of_items=len(items),

@@ -14,7 +14,7 @@ import msgspec
 import pytest
 from lxml import etree
 
-from tests.conftest import LiveServer, copy_fixture_library, start_server, stop_server
+from tests.conftest import copy_fixture_library, start_server, stop_server
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 PROBLEM_TYPE = "application/problem+json"
@@ -66,12 +66,6 @@ def read_health(client: httpx.Client, status: int) -> Health:
     assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
     return msgspec.json.decode(response.content, type=Health)
-
-
-@pytest.fixture(scope="module")
-def client(live_server: LiveServer) -> Iterator[httpx.Client]:
-    with live_server.client() as http:
-        yield http
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import email.utils
 import io
 import re
 import sqlite3
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import NamedTuple
@@ -145,12 +144,6 @@ def expand_pse(href: str, page: int, width: int) -> str:
     for name, value in (("pageNumber", page), ("maxWidth", width)):
         href = href.replace(f"{{{name}}}", str(value)).replace(f"%7B{name}%7D", str(value))
     return href
-
-
-@pytest.fixture(scope="module")
-def client(live_server: LiveServer) -> Iterator[httpx.Client]:
-    with live_server.client() as http:
-        yield http
 
 
 @pytest.fixture(scope="module")

@@ -71,12 +71,6 @@ def entry_titles(body: bytes) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def client(live_server: LiveServer) -> Iterator[httpx.Client]:
-    with live_server.client() as http:
-        yield http
-
-
-@pytest.fixture(scope="module")
 def proxied_server(fixture_library: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A server told it is published under a sub-path of another host."""
     workdir = tmp_path_factory.mktemp("proxied")
