@@ -96,6 +96,10 @@ def _facets(
         )
         for order in orders
     ]
+    if query.terms:
+        # Each filter option costs a count of the search; until the search index of the "live
+        # library and speed" issue, search results are only re-sortable.
+        return facets
     for group, field, items, label in (
         ("Format", "format", snapshot.category("formats"), "All formats"),
         ("Language", "language", snapshot.category("languages"), "All languages"),
