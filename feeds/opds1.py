@@ -61,7 +61,9 @@ def _facet(facet: Facet) -> etree._Element:
     return element
 
 
-def _authors(publication: Publication) -> list[etree._Element]:
+def _authors(publication: Publication, *, joins_authors: bool) -> list[etree._Element]:
+    if joins_authors and len(publication.authors) > 1:
+        return [_E.author(_E.name(" & ".join(author.name for author in publication.authors)))]
     elements = []
     for author in publication.authors:
         parts: list[Any] = [_E.name(author.name)]
@@ -119,7 +121,7 @@ def _content(publication: Publication) -> list[etree._Element]:
     return elements
 
 
-def _publication_entry(publication: Publication) -> etree._Element:
+def _publication_entry(publication: Publication, *, joins_authors: bool = False) -> etree._Element:
     parts: list[Any] = [
         _E.title(publication.title),
         _E.id(publication.id),
@@ -127,7 +129,7 @@ def _publication_entry(publication: Publication) -> etree._Element:
     ]
     if publication.published is not None:
         parts.append(_E.published(_timestamp(publication.published)))
-    parts.extend(_authors(publication))
+    parts.extend(_authors(publication, joins_authors=joins_authors))
     parts.extend(_dublin_core(publication))
     parts.extend(_E.category(term=subject.term, label=subject.label) for subject in publication.subjects)
     parts.extend(_content(publication))
@@ -156,11 +158,13 @@ def _serialize(root: etree._Element) -> bytes:
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 
-def render_feed_atom(feed: Feed) -> bytes:
+def render_feed_atom(feed: Feed, *, joins_authors: bool = False) -> bytes:
     """Render a navigation or acquisition feed as an OPDS 1.2 Atom document.
 
     Args:
         feed: the feed; its ``links`` are already typed for Atom.
+        joins_authors: name all authors of an entry in one ``<author>`` (for parsers that keep
+            only the last of repeated elements, such as KOReader's).
 
     Returns:
         The UTF-8 XML document.
@@ -180,17 +184,18 @@ def render_feed_atom(feed: Feed) -> bytes:
         parts.append(_OS.itemsPerPage(str(feed.page.items_per_page)))
         parts.append(_OS.startIndex(str(feed.page.start_index)))
     parts.extend(_navigation_entry(entry) for entry in feed.navigation)
-    parts.extend(_publication_entry(publication) for publication in feed.publications)
+    parts.extend(_publication_entry(p, joins_authors=joins_authors) for p in feed.publications)
     return _serialize(_E.feed(*parts))
 
 
-def render_entry_atom(publication: Publication) -> bytes:
+def render_entry_atom(publication: Publication, *, joins_authors: bool = False) -> bytes:
     """Render one publication as a standalone OPDS 1.2 catalog entry document.
 
     Args:
         publication: the complete entry, with its acquisition and image links.
+        joins_authors: as for ``render_feed_atom``.
 
     Returns:
         The UTF-8 XML document (``application/atom+xml;type=entry;profile=opds-catalog``).
     """
-    return _serialize(_publication_entry(publication))
+    return _serialize(_publication_entry(publication, joins_authors=joins_authors))

@@ -1,11 +1,16 @@
-"""Device quirks, each named and documented in one place.
+"""Device quirks, each named and documented in one place; ``client_profile`` reads them off a request.
 
-``wants_raw_templates``: OPDS-PSE page-streaming clients substitute the literal text
-``{pageNumber}`` in a link's href (KOReader's ``opdspse.lua`` does ``gsub("{pageNumber}", ...)``),
-but the OPDS 1.2 RELAX NG grammar rejects ``{`` and ``}`` in an href. Clients known to stream
-pages get raw braces; every other client gets a valid URI with the braces percent-encoded, which a
-client that decodes the href before substituting also understands. The ETag of a feed records
-which of the two it got.
+* ``has_raw_templates``: OPDS-PSE page-streaming clients substitute the literal text
+  ``{pageNumber}`` in a link's href (KOReader's ``opdspse.lua`` does
+  ``gsub("{pageNumber}", ...)``), but the OPDS 1.2 RELAX NG grammar rejects ``{`` and ``}`` in an
+  href. Clients known to stream pages get raw braces; every other client gets a valid URI with the
+  braces percent-encoded, which a client that decodes the href before substituting understands.
+* ``joins_authors``: KOReader's flattening Atom parser keeps only the last of repeated elements,
+  so of several ``<author>`` elements it shows the last author only (shared/specs/koreader-sync.md
+  B.2). KOReader gets one ``<author>`` naming them all ("Jane Doe & John Roe"); other clients get
+  one element per author, as Atom means it.
+
+The feed ETag records the profile, and feeds say ``Vary: User-Agent``.
 """
 
 from __future__ import annotations
@@ -13,11 +18,24 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import msgspec
 from litestar import Request
 
 _PAGE_STREAMING_CLIENTS = re.compile(r"koreader|chunky|panels|librera|tachiyomi|mihon|kybook", re.IGNORECASE)
+_KOREADER = re.compile(r"koreader", re.IGNORECASE)
 
 
-def wants_raw_templates(request: Request[Any, Any, Any]) -> bool:
-    """Whether the client is a page-streaming reader that needs literal ``{...}`` in hrefs."""
-    return bool(_PAGE_STREAMING_CLIENTS.search(request.headers.get("user-agent", "")))
+class ClientProfile(msgspec.Struct, frozen=True, kw_only=True):
+    """How a client's feeds must differ from the standard form."""
+
+    has_raw_templates: bool = False
+    joins_authors: bool = False
+
+
+def client_profile(request: Request[Any, Any, Any]) -> ClientProfile:
+    """The quirks the requesting client needs, from its User-Agent."""
+    agent = request.headers.get("user-agent", "")
+    return ClientProfile(
+        has_raw_templates=bool(_PAGE_STREAMING_CLIENTS.search(agent)),
+        joins_authors=bool(_KOREADER.search(agent)),
+    )

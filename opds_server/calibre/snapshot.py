@@ -223,7 +223,12 @@ def load_snapshot(db: CalibreDatabase, fingerprint: Fingerprint) -> LibrarySnaps
     return LibrarySnapshot(
         fingerprint=fingerprint,
         library_uuid=library_uuid,
-        updated=parse_timestamp(updated_rows[0][0]) or _EPOCH,
+        # metadata.db's own mtime moves on every write, removals included, which MAX(last_modified)
+        # does not: KOReader caches a feed by URL and Last-Modified, so it must change.
+        updated=max(
+            parse_timestamp(updated_rows[0][0]) or _EPOCH,
+            dt.datetime.fromtimestamp(fingerprint[1] / 1e9, tz=dt.UTC).replace(microsecond=0),
+        ),
         hidden=hidden,
         book_count=book_count,
         custom_columns=read_custom_columns(db),

@@ -59,7 +59,9 @@ class Hrefs:
         return vocab.ENTRY_TYPE if self.flavour is Flavour.ATOM else vocab.OPDS2_PUBLICATION_TYPE
 
     def download(self, book_id: int, book_format: str) -> str:
-        return f"{self.base_url}/download/{book_id}/{quote(book_format.lower())}"
+        """A stable URL ending in the format's extension: KOReader takes the file type from it,
+        and its catalogue sync recognises books it already has by this href."""
+        return f"{self.base_url}/download/{book_id}/{book_id}.{quote(book_format.lower())}"
 
     def cover(self, book_id: int) -> str:
         return f"{self.base_url}/covers/{book_id}"

@@ -14,7 +14,7 @@ from litestar import Request, Response, Router
 from litestar.params import Parameter
 
 from feeds import vocab
-from feeds.model import Feed, FeedKind
+from feeds.model import Feed, FeedKind, Publication
 from feeds.opds1 import render_entry_atom, render_feed_atom
 from feeds.opds2 import render_feed_json, render_publication_json
 from feeds.opensearch import render_search_description
@@ -23,7 +23,7 @@ from opds_server.catalog.hrefs import ATOM_PREFIX, JSON_PREFIX, Flavour, Hrefs
 from opds_server.catalog.navigation import CATEGORIES
 from opds_server.catalog.service import BooksRequest
 from opds_server.http import conditional, get_and_head, make_etag
-from opds_server.quirks import wants_raw_templates
+from opds_server.quirks import ClientProfile, client_profile
 from opds_server.state import Services
 
 FEED_CACHE_CONTROL = "private, no-cache"
@@ -42,33 +42,46 @@ def _respond(
     services: Services,
     flavour: Flavour,
     media_type: str,
-    render: Callable[[Hrefs], bytes],
+    render: Callable[[Hrefs, ClientProfile], bytes],
 ) -> Response[bytes]:
     snapshot = services.catalog.snapshot()
     base = public_base(request, services)
-    raw = wants_raw_templates(request)
+    profile = client_profile(request)
     response = conditional(
         request,
-        etag=make_etag(snapshot.generation, flavour, base, raw, request.url.path, request.url.query, weak=True),
+        etag=make_etag(snapshot.generation, flavour, base, profile, request.url.path, request.url.query, weak=True),
         last_modified=snapshot.updated,
         cache_control=FEED_CACHE_CONTROL,
         media_type=media_type,
-        render=lambda: render(Hrefs(base, flavour, has_raw_templates=raw)),
+        render=lambda: render(Hrefs(base, flavour, has_raw_templates=profile.has_raw_templates), profile),
     )
     # The bytes depend on the client's User-Agent (see quirks); compression adds Accept-Encoding.
     response.headers["Vary"] = "User-Agent"
     return response
 
 
+def _render_feed(flavour: Flavour, feed: Feed, profile: ClientProfile) -> bytes:
+    if flavour is Flavour.ATOM:
+        return render_feed_atom(feed, joins_authors=profile.joins_authors)
+    return render_feed_json(feed)
+
+
+def _render_publication(flavour: Flavour, publication: Publication, profile: ClientProfile) -> bytes:
+    if flavour is Flavour.ATOM:
+        return render_entry_atom(publication, joins_authors=profile.joins_authors)
+    return render_publication_json(publication)
+
+
 def feed_router(flavour: Flavour) -> Router:
     """The catalogue's routes in one representation."""
-    render_feed = render_feed_atom if flavour is Flavour.ATOM else render_feed_json
 
     def respond_feed(
         request: Request[Any, Any, Any], services: Services, kind: FeedKind, build: Callable[[Hrefs], Feed]
     ) -> Response[bytes]:
         media_type = Hrefs("", flavour).feed_type(kind)
-        return _respond(request, services, flavour, media_type, lambda hrefs: render_feed(build(hrefs)))
+        return _respond(
+            request, services, flavour, media_type, lambda hrefs, profile: _render_feed(flavour, build(hrefs), profile)
+        )
 
     @get_and_head("/", name=f"{flavour}-root")
     def root(request: Request[Any, Any, Any], services: Services) -> Response[bytes]:
@@ -110,17 +123,14 @@ def feed_router(flavour: Flavour) -> Router:
 
     @get_and_head("/books/{book_id:int}", name=f"{flavour}-book")
     def book(request: Request[Any, Any, Any], services: Services, book_id: int) -> Response[bytes]:
-        if flavour is Flavour.ATOM:
-            media_type, render_one = vocab.ENTRY_TYPE, render_entry_atom
-        else:
-            media_type, render_one = vocab.OPDS2_PUBLICATION_TYPE, render_publication_json
+        media_type = vocab.ENTRY_TYPE if flavour is Flavour.ATOM else vocab.OPDS2_PUBLICATION_TYPE
         services.catalog.book(book_id)  # a 404 before any caching headers
         return _respond(
             request,
             services,
             flavour,
             media_type,
-            lambda hrefs: render_one(services.catalog.publication(hrefs, book_id)),
+            lambda hrefs, profile: _render_publication(flavour, services.catalog.publication(hrefs, book_id), profile),
         )
 
     def category_handler(name: str) -> Any:
@@ -151,7 +161,7 @@ def feed_router(flavour: Flavour) -> Router:
                 services,
                 flavour,
                 vocab.OPENSEARCH_TYPE,
-                lambda hrefs: render_search_description(services.catalog.search_description(hrefs)),
+                lambda hrefs, _profile: render_search_description(services.catalog.search_description(hrefs)),
             )
 
         handlers.append(opensearch)

@@ -58,8 +58,10 @@ def _send_file(
     return FileResponse(path, size=stat.st_size, media_type=media, byte_range=byte_range, headers=headers)
 
 
-@get_and_head("/download/{book_id:int}/{book_format:str}", name="download")
-def download(request: Request[Any, Any, Any], services: Services, book_id: int, book_format: str) -> Response[bytes]:
+@get_and_head("/download/{book_id:int}/{file_name:str}", name="download")
+def download(request: Request[Any, Any, Any], services: Services, book_id: int, file_name: str) -> Response[bytes]:
+    # `12.epub` as the feeds write it; any name ending in the format works, and so does `epub` alone.
+    book_format = file_name.rpartition(".")[2]
     location = locate_file(services.catalog, book_id, book_format)
     return _send_file(
         request,

@@ -163,7 +163,7 @@ def media_type(value: str) -> str:
 
 
 def format_of(href: str) -> str:
-    return httpx.URL(href).path.rsplit("/", 1)[1].upper()
+    return httpx.URL(href).path.rsplit("/", 1)[1].rpartition(".")[2].upper()
 
 
 @pytest.fixture(scope="module")

@@ -225,6 +225,39 @@ def test_koreader_head_then_get_agree(client: httpx.Client, path: str) -> None:
         assert head.headers[name] == got.headers[name], name
 
 
+def _entry_for(feed: bytes, title: str) -> etree._Element:
+    (entry,) = [
+        e for e in etree.fromstring(feed).iterfind(f"{{{ATOM_NS}}}entry") if e.findtext(f"{{{ATOM_NS}}}title") == title
+    ]
+    return entry
+
+
+def _author_names(entry: etree._Element) -> list[str | None]:
+    return [author.findtext(f"{{{ATOM_NS}}}name") for author in entry.iterfind(f"{{{ATOM_NS}}}author")]
+
+
+def test_koreader_gets_all_authors_in_one_element(client: httpx.Client) -> None:
+    # KOReader's parser keeps only the last of repeated elements (shared/specs/koreader-sync.md B.2).
+    path = "/opds/books?sort=title&limit=200"
+    koreader = _entry_for(client.get(path, headers=KOREADER).content, "Second Tide")
+    thorium = _entry_for(client.get(path, headers={"User-Agent": "Thorium/3.0"}).content, "Second Tide")
+    assert _author_names(koreader) == ["John Roe & Jane Doe & Ada Quill"]
+    assert _author_names(thorium) == ["John Roe", "Jane Doe", "Ada Quill"]
+
+
+def test_acquisition_links_end_in_the_file_extension(client: httpx.Client) -> None:
+    # KOReader takes a download's file type from the extension at the end of the href (B.2).
+    entry = etree.fromstring(client.get("/opds/books/18", headers=KOREADER).content)
+    hrefs = sorted(
+        link.get("href", "")
+        for link in entry.iterfind(f"{{{ATOM_NS}}}link")
+        if link.get("rel", "").startswith("http://opds-spec.org/acquisition")
+    )
+    assert [httpx.URL(href).path for href in hrefs] == ["/download/18/18.epub", "/download/18/18.pdf"]
+    for href in hrefs:
+        assert client.head(href, headers=KOREADER).status_code == 200
+
+
 # Reverse proxy
 
 
