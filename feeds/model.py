@@ -183,3 +183,14 @@ class SearchDescription(msgspec.Struct, frozen=True, kw_only=True):
     template: str
     type: str
     icon_href: str | None = None
+
+
+class AuthenticationDocument(msgspec.Struct, frozen=True, kw_only=True):
+    """An OPDS Authentication Document offering HTTP Basic (Authentication for OPDS 1.0)."""
+
+    id: str
+    title: str
+    description: str | None = None
+    links: tuple[Link, ...] = ()
+    username_label: str = "User name"
+    password_label: str = "Password"

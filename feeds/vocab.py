@@ -27,6 +27,7 @@ ENTRY_TYPE: Final = "application/atom+xml;type=entry;profile=opds-catalog"
 OPDS2_FEED_TYPE: Final = "application/opds+json"
 OPDS2_PUBLICATION_TYPE: Final = "application/opds-publication+json"
 OPENSEARCH_TYPE: Final = "application/opensearchdescription+xml"
+AUTHENTICATION_TYPE: Final = "application/opds-authentication+json"
 HTML_TYPE: Final = "text/html"
 
 # Link relations.
@@ -49,3 +50,4 @@ REL_FACET: Final = "http://opds-spec.org/facet"
 REL_SORT_NEW: Final = "http://opds-spec.org/sort/new"
 REL_SORT_POPULAR: Final = "http://opds-spec.org/sort/popular"
 REL_PSE_STREAM: Final = "http://vaemendis.net/opds-pse/stream"
+REL_AUTH_DOCUMENT: Final = "http://opds-spec.org/auth/document"

@@ -16,6 +16,7 @@ from litestar.config.compression import CompressionConfig
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
 
+from opds_server.auth.middleware import AuthenticationMiddleware
 from opds_server.catalog.hrefs import Flavour
 from opds_server.config import Settings, settings_from_env
 from opds_server.errors import AppError, handle_app_error, handle_http_exception, handle_unexpected
@@ -23,7 +24,7 @@ from opds_server.http import AcceptEncodingMiddleware, HeadMiddleware
 from opds_server.routes.feeds import feed_router
 from opds_server.routes.files import files_router
 from opds_server.routes.health import health
-from opds_server.state import Services, provide_services
+from opds_server.state import Services, provide_principal, provide_services
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -36,17 +37,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
         try:
             yield
         finally:
-            services.close()
+            await services.close()
 
     app = Litestar(
         route_handlers=[feed_router(Flavour.ATOM), feed_router(Flavour.JSON), files_router, health],
-        dependencies={"services": Provide(provide_services, sync_to_thread=False)},
+        dependencies={
+            "services": Provide(provide_services, sync_to_thread=False),
+            "principal": Provide(provide_principal, sync_to_thread=False),
+        },
         exception_handlers={
             AppError: handle_app_error,
             HTTPException: handle_http_exception,
             Exception: handle_unexpected,
         },
-        middleware=[HeadMiddleware, AcceptEncodingMiddleware],
+        middleware=[HeadMiddleware, AuthenticationMiddleware, AcceptEncodingMiddleware],
         compression_config=CompressionConfig(
             backend="brotli",
             brotli_gzip_fallback=True,

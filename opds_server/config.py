@@ -56,6 +56,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     thumbnail_width: Annotated[int, msgspec.Meta(ge=32, le=2000)] = 300
     """Width in pixels of the thumbnails made from covers (32-2000)."""
 
+    secret_key: Annotated[str, msgspec.Meta(min_length=16)] | None = None
+    """Signs tokens and keys credential hashes; at least 16 characters. Unset: generated once and kept
+    in the data dir as `secret.key`. Every instance behind one load balancer needs the same."""
+
+    database_url: str | None = None
+    """The user database, e.g. `postgresql+psycopg://user@127.0.0.1:5432/opds`. Unset: SQLite,
+    `opds.db` in the data dir."""
+
+    redis_url: str | None = None
+    """Redis for the credential cache, rate limits and the credential epoch shared by all instances,
+    e.g. `redis://127.0.0.1:6379/0`. Unset: kept in each process."""
+
+    anonymous_browsing: bool = False
+    """Serve the catalogue without a login even when users exist; personal feeds and the API still
+    need one. With no user at all, the catalogue is open until the first one is added."""
+
 
 _ENV_NAMES: Mapping[str, str] = {
     "OPDS_LIBRARY": "library",
@@ -65,8 +81,13 @@ _ENV_NAMES: Mapping[str, str] = {
     "OPDS_GROUP_THRESHOLD": "group_threshold",
     "OPDS_LIBRARY_NAME": "library_name",
     "OPDS_THUMBNAIL_WIDTH": "thumbnail_width",
+    "OPDS_SECRET_KEY": "secret_key",
+    "DATABASE_URL": "database_url",
+    "REDIS_URL": "redis_url",
+    "OPDS_ANONYMOUS_BROWSING": "anonymous_browsing",
 }
 _FIELD_TO_ENV = {field: env for env, field in _ENV_NAMES.items()}
+_SECRET_FIELDS = {"secret_key"}
 
 
 def _read_env_file(path: Path) -> dict[str, str]:
@@ -116,7 +137,9 @@ def settings_table() -> str:
             continue
         field = node.target.id
         default = defaults[field]
-        shown = f"`{default}`" if isinstance(default, int | str) else "see meaning"
+        shown = f"`{str(default).lower()}`" if isinstance(default, bool) else "see meaning"
+        if isinstance(default, int | str) and not isinstance(default, bool):
+            shown = f"`{default}`"
         meaning = " ".join(str(following.value.value).split())
         rows.append(f"| `{_FIELD_TO_ENV[field]}` | {shown} | {meaning} |")
     return "\n".join(rows) + "\n"
@@ -132,5 +155,6 @@ def _explain(exc: msgspec.ValidationError, raw: Mapping[str, object]) -> str:
     message = str(exc)
     for field, env in _FIELD_TO_ENV.items():
         if f"$.{field}" in message:
-            return f"{env}={raw.get(field)!r} is not accepted: {message.split(' - at', maxsplit=1)[0]}"
+            shown = "(hidden)" if field in _SECRET_FIELDS else repr(raw.get(field))
+            return f"{env}={shown} is not accepted: {message.split(' - at', maxsplit=1)[0]}"
     return message

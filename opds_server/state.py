@@ -1,14 +1,33 @@
-"""Process resources, built once in ``create_app`` and handed to handlers by ``provide_services``."""
+"""Process resources, built once in ``create_app`` and handed to handlers by ``provide_*``."""
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
+from litestar import Request
 from litestar.datastructures import State
 
+from feeds import vocab
+from feeds.model import AuthenticationDocument, Link
+from opds_server.auth.epoch import Epoch, FileEpoch, StoreEpoch
+from opds_server.auth.passwords import Passwords
+from opds_server.auth.principal import Principal
+from opds_server.auth.secret import load_secret
+from opds_server.auth.service import Authenticator
+from opds_server.auth.tokens import Tokens
+from opds_server.cache.store import MemoryStore, RedisStore, Store
 from opds_server.calibre.database import CalibreDatabase
 from opds_server.calibre.snapshot import Library
 from opds_server.catalog.service import Catalog
 from opds_server.config import Settings
+from opds_server.db.engine import database_url, make_engine, migrate
+from opds_server.db.users import UserStore
 from opds_server.storage.derived import PlaceholderStore, ThumbnailStore
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(tz=dt.UTC)
 
 
 class Services:
@@ -23,11 +42,48 @@ class Services:
         self.catalog = Catalog(self.library, settings)
         self.thumbnails = ThumbnailStore(settings.data_dir / "thumbnails", settings.thumbnail_width)
         self.placeholders = PlaceholderStore(settings.data_dir / "placeholders")
+        self.engine = make_engine(database_url(settings.database_url, settings.data_dir))
+        migrate(self.engine)
+        self.users = UserStore(self.engine)
+        self.passwords = Passwords()
+        self.secret = load_secret(settings)
+        self.tokens = Tokens(self.secret)
+        self.store: Store = RedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
+        epoch: Epoch = StoreEpoch(self.store) if settings.redis_url else FileEpoch(settings.data_dir / "auth-epoch")
+        self.authenticator = Authenticator(
+            users=self.users,
+            passwords=self.passwords,
+            tokens=self.tokens,
+            store=self.store,
+            epoch=epoch,
+            secret=self.secret,
+            clock=utc_now,
+        )
 
-    def close(self) -> None:
+    def auth_document(self, base_url: str) -> AuthenticationDocument:
+        """The OPDS Authentication Document: how to log in to this catalogue."""
+        return AuthenticationDocument(
+            id=f"{base_url}/opds/auth",
+            title=self.settings.library_name,
+            description="Log in with your user name and password, or an app password made for this device.",
+            links=(
+                Link(href=f"{base_url}/opds/auth", rel=vocab.REL_SELF, type=vocab.AUTHENTICATION_TYPE),
+                Link(href=f"{base_url}/opds", rel=vocab.REL_START, type=vocab.NAVIGATION_TYPE),
+            ),
+        )
+
+    async def close(self) -> None:
         self.library.db.close()
+        await self.store.close()
+        self.engine.dispose()
 
 
 def provide_services(state: State) -> Services:
     services: Services = state.services
     return services
+
+
+def provide_principal(request: Request[Any, Any, Any]) -> Principal | None:
+    """The logged-in user, or ``None`` where the route does not need one."""
+    principal: Principal | None = request.scope.get("user")  # set by AuthenticationMiddleware
+    return principal

@@ -1,0 +1,286 @@
+"""The authenticator: credentials in, a ``Principal`` out, argon2 once per credential.
+
+After a successful check, an HMAC of the credential (keyed with the server secret) maps to the
+principal in the store for five minutes, stamped with the credential epoch; a later request with
+the same credential costs one store lookup. Failed attempts are counted per account and per client
+address; past the limit both unknown names and wrong passwords get the same 429.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import re
+from collections.abc import Callable
+
+import anyio.to_thread
+import msgspec
+
+from opds_server.auth.epoch import Epoch
+from opds_server.auth.passwords import MAX_PASSWORD_LENGTH, Passwords
+from opds_server.auth.principal import ALL_SCOPES, Principal, Scope
+from opds_server.auth.tokens import InvalidTokenError, Tokens
+from opds_server.cache.store import Store, StoreUnavailableError
+from opds_server.db.users import MAX_NAME_LENGTH, UserRecord, UserStore, name_key
+
+log = logging.getLogger(__name__)
+
+CACHE_TTL = 300.0
+FAILURE_WINDOW = 900.0
+ACCOUNT_FAILURE_LIMIT = 10
+ADDRESS_FAILURE_LIMIT = 50
+APP_PASSWORD = re.compile(r"^opds_(\d{1,12})_([A-Za-z0-9_-]{20,86})$")
+MAX_HEADER_LENGTH = 4096
+
+
+class AuthenticationError(Exception):
+    """The credential is missing, malformed or wrong; the message is safe to show."""
+
+
+class RateLimitedError(Exception):
+    """Too many failed attempts for this account or address."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many failed logins; try again in {retry_after} seconds")
+        self.retry_after = retry_after
+
+
+class _Cached(msgspec.Struct, frozen=True):
+    epoch: str
+    principal: Principal
+
+
+class _CachedUser(msgspec.Struct, frozen=True):
+    epoch: str
+    user: UserRecord | None
+
+
+def parse_basic(header: str) -> tuple[str, str]:
+    """User name and password of a ``Basic`` Authorization value.
+
+    Raises:
+        AuthenticationError: not Basic, not base64, not UTF-8, no colon, or absurdly long.
+    """
+    scheme, _, encoded = header.strip().partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        raise AuthenticationError("expected HTTP Basic credentials")
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise AuthenticationError("the Basic credentials are not base64 of UTF-8 text") from exc
+    name, colon, password = decoded.partition(":")
+    if not colon or not name:
+        raise AuthenticationError("the Basic credentials need 'name:password'")
+    if len(name) > MAX_NAME_LENGTH or len(password) > MAX_PASSWORD_LENGTH:
+        raise AuthenticationError("the Basic credentials are too long")
+    return name, password
+
+
+class Authenticator:
+    """Resolves Basic credentials and bearer tokens to principals."""
+
+    def __init__(
+        self,
+        *,
+        users: UserStore,
+        passwords: Passwords,
+        tokens: Tokens,
+        store: Store,
+        epoch: Epoch,
+        secret: bytes,
+        clock: Callable[[], dt.datetime],
+    ) -> None:
+        self.users = users
+        self.passwords = passwords
+        self.tokens = tokens
+        self.store = store
+        self.epoch = epoch
+        self._secret = secret
+        self._clock = clock
+        self._has_users: tuple[str, bool] | None = None
+        self._store_down_logged = False
+        self.argon2_checks = 0
+        """Slow-path verifications in this process (the tests count them)."""
+
+    def _key(self, *parts: str) -> str:
+        digest = hmac.new(self._secret, "\x00".join(parts).encode(), hashlib.sha256).hexdigest()
+        return f"cred:{digest}"
+
+    def _store_failed(self, exc: StoreUnavailableError) -> None:
+        if not self._store_down_logged:
+            log.warning("the cache store is unreachable (%s); verifying credentials without it", exc)
+            self._store_down_logged = True
+
+    async def current_epoch(self) -> str | None:
+        try:
+            epoch = await self.epoch.current()
+        except StoreUnavailableError as exc:
+            self._store_failed(exc)
+            return None
+        self._store_down_logged = False
+        return epoch
+
+    async def changed(self) -> None:
+        """Credentials or users changed: every cached credential stops counting, everywhere."""
+        try:
+            await self.epoch.bump()
+        except StoreUnavailableError as exc:
+            self._store_failed(exc)
+            raise
+
+    async def is_required(self) -> bool:
+        """Whether a login is needed: only once at least one user exists."""
+        epoch = await self.current_epoch()
+        if epoch is not None and self._has_users is not None and self._has_users[0] == epoch:
+            return self._has_users[1]
+        has_users = await anyio.to_thread.run_sync(self.users.count_users) > 0
+        if epoch is not None:
+            self._has_users = (epoch, has_users)
+        return has_users
+
+    # Basic
+
+    async def basic(self, header: str, address: str) -> Principal:
+        """The principal behind a Basic Authorization header.
+
+        Raises:
+            AuthenticationError: malformed or wrong credentials.
+            RateLimitedError: too many failures for this account or address.
+        """
+        name, password = parse_basic(header)
+        key = self._key("basic", name_key(name), password)
+        epoch = await self.current_epoch()
+        if epoch is not None:
+            cached = await self._read(key)
+            if cached is not None and cached.epoch == epoch:
+                return cached.principal
+        await self._check_limits(name, address)
+        principal = await anyio.to_thread.run_sync(self._verify_basic, name, password)
+        if principal is None:
+            await self._count_failure(name, address)
+            raise AuthenticationError("wrong user name or password")
+        if epoch is not None:
+            await self._write(key, msgspec.msgpack.encode(_Cached(epoch, principal)))
+        return principal
+
+    async def _read(self, key: str) -> _Cached | None:
+        try:
+            raw = await self.store.get(key)
+        except StoreUnavailableError as exc:
+            self._store_failed(exc)
+            return None
+        if raw is None:
+            return None
+        try:
+            return msgspec.msgpack.decode(raw, type=_Cached)
+        except msgspec.DecodeError:
+            return None
+
+    async def _write(self, key: str, value: bytes) -> None:
+        try:
+            await self.store.set(key, value, ttl=CACHE_TTL)
+        except StoreUnavailableError as exc:
+            self._store_failed(exc)
+
+    def _verify_basic(self, name: str, password: str) -> Principal | None:
+        """The slow path (a worker thread): one argon2 verification, whatever the outcome."""
+        self.argon2_checks += 1
+        app_password = APP_PASSWORD.match(password)
+        if app_password is not None:
+            return self._verify_app_password(name, int(app_password[1]), app_password[2])
+        user = self.users.find_user(name)
+        stored = self.users.read_password_hash(user.id) if user else None
+        if not self.passwords.verify(stored, password) or user is None or stored is None or user.is_disabled:
+            return None
+        if self.passwords.needs_rehash(stored):
+            self.users.rehash_password(user.id, stored, self.passwords.hash(password))
+        return Principal(
+            user_id=user.id, name=user.name, is_admin=user.is_admin, scopes=ALL_SCOPES, token_version=user.token_version
+        )
+
+    def _verify_app_password(self, name: str, password_id: int, secret: str) -> Principal | None:
+        found = self.users.read_app_password(password_id)
+        record, stored = found if found else (None, None)
+        if not self.passwords.verify(stored, secret) or record is None or record.revoked_at is not None:
+            return None
+        user = self.users.get_user(record.user_id)
+        if user is None or user.is_disabled or name_key(user.name) != name_key(name):
+            return None
+        self.users.touch_app_password(record.id, now=self._clock())
+        return Principal(
+            user_id=user.id,
+            name=user.name,
+            is_admin=False,
+            scopes=frozenset(Scope(s) for s in record.scopes if s in Scope.__members__.values()),
+            token_version=user.token_version,
+            app_password_id=record.id,
+        )
+
+    async def _check_limits(self, name: str, address: str) -> None:
+        try:
+            account, client = await self.store.get_many([f"fail:name:{name_key(name)}", f"fail:addr:{address}"])
+        except StoreUnavailableError as exc:
+            self._store_failed(exc)
+            return
+        if int(account or 0) >= ACCOUNT_FAILURE_LIMIT or int(client or 0) >= ADDRESS_FAILURE_LIMIT:
+            raise RateLimitedError(int(FAILURE_WINDOW))
+
+    async def _count_failure(self, name: str, address: str) -> None:
+        try:
+            await self.store.increment(f"fail:name:{name_key(name)}", ttl=FAILURE_WINDOW)
+            await self.store.increment(f"fail:addr:{address}", ttl=FAILURE_WINDOW)
+        except StoreUnavailableError as exc:
+            self._store_failed(exc)
+
+    # Bearer
+
+    async def bearer(self, header: str) -> Principal:
+        """The principal behind ``Authorization: Bearer <access token>``.
+
+        Raises:
+            AuthenticationError: a malformed, forged, expired or outdated token.
+        """
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthenticationError("expected a Bearer token")
+        try:
+            claims = self.tokens.decode(token.strip(), "access", now=self._clock())
+        except InvalidTokenError as exc:
+            raise AuthenticationError(str(exc)) from exc
+        user = await self.user(claims.user_id)
+        if user is None or user.is_disabled or user.token_version != claims.version:
+            raise AuthenticationError("the token was revoked")
+        return Principal(
+            user_id=user.id, name=user.name, is_admin=user.is_admin, scopes=ALL_SCOPES, token_version=user.token_version
+        )
+
+    async def user(self, user_id: int) -> UserRecord | None:
+        """A user record through the store, valid for the current epoch."""
+        key = f"user:{user_id}"
+        epoch = await self.current_epoch()
+        if epoch is not None:
+            try:
+                raw = await self.store.get(key)
+            except StoreUnavailableError as exc:
+                self._store_failed(exc)
+                raw = None
+            if raw is not None:
+                cached = msgspec.msgpack.decode(raw, type=_CachedUser)
+                if cached.epoch == epoch:
+                    return cached.user
+        user = await anyio.to_thread.run_sync(self.users.get_user, user_id)
+        if epoch is not None:
+            await self._write(key, msgspec.msgpack.encode(_CachedUser(epoch, user)))
+        return user
+
+    async def authenticate(self, header: str, address: str) -> Principal:
+        """Basic or Bearer, by the header's scheme."""
+        if len(header) > MAX_HEADER_LENGTH:
+            raise AuthenticationError("the Authorization header is too long")
+        if header.strip().lower().startswith("bearer "):
+            return await self.bearer(header)
+        return await self.basic(header, address)

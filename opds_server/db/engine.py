@@ -1,0 +1,100 @@
+"""The database engine and its migrations.
+
+SQLite (the default, ``opds.db`` in the data dir) runs in WAL mode with foreign keys on and a busy
+timeout; Postgres comes from ``DATABASE_URL`` through psycopg. ``migrate`` brings the schema up to
+date under a lock (a Postgres advisory lock, or a lock file beside the SQLite database), so several
+workers starting together never race each other.
+"""
+
+from __future__ import annotations
+
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+_MIGRATION_LOCK = 7_061_732_115  # pg_advisory_lock key: "opds" migrations
+
+
+class DatabaseError(Exception):
+    """The user database cannot be reached or brought up to date."""
+
+
+def database_url(configured: str | None, data_dir: Path) -> str:
+    """``DATABASE_URL`` as given (``postgresql://`` means psycopg 3), or the SQLite file in the data dir."""
+    if not configured:
+        return f"sqlite:///{data_dir / 'opds.db'}"
+    url = make_url(configured)
+    if url.drivername in {"postgresql", "postgres"}:
+        url = url.set(drivername="postgresql+psycopg")
+    return url.render_as_string(hide_password=False)
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA busy_timeout = 5000")
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite files get their folder created."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database:
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 5})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[Any]:
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK})
+            try:
+                yield connection
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _MIGRATION_LOCK})
+                connection.commit()
+        return
+    database = engine.url.database or ":memory:"
+    lock_path = Path(f"{database}.migrate.lock") if database != ":memory:" else None
+    if lock_path is None:
+        with engine.connect() as connection:
+            yield connection
+        return
+    with lock_path.open("w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        with engine.connect() as connection:
+            yield connection
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema up to the newest migration.
+
+    Raises:
+        DatabaseError: the database is unreachable or a migration failed; the message says which.
+    """
+    config = Config()
+    config.set_main_option("script_location", str(files("opds_server.db") / "migrations"))
+    try:
+        with _migration_lock(engine) as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+            connection.commit()
+    except SQLAlchemyError as exc:
+        where = engine.url.render_as_string(hide_password=True)
+        raise DatabaseError(f"the user database at {where} cannot be brought up to date: {exc}") from exc
