@@ -13,12 +13,21 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from opds_server.cache.store import MemoryStore, RedisStore, Store
+from opds_server.db.engine import make_engine, migrate
+from opds_server.db.schema import Base
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("OPDS_SHARED_DIR", ROOT.parent / "shared"))
@@ -150,3 +159,79 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("conformance crawl")
         for line in _CRAWL_SUMMARIES:
             terminalreporter.write_line(line)
+
+
+# Databases and caches: every DB test runs on SQLite and on a real Postgres, every cache test on the
+# in-process store and a real Redis. Neither is ever skipped: .ci/run starts both.
+
+POSTGRES_ADMIN_URL = os.environ.get("OPDS_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS_TEST_URL = os.environ.get("OPDS_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+
+def _postgres_admin() -> Engine:
+    return create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+
+
+def create_postgres_database(name: str) -> str:
+    """A fresh, empty Postgres database for this test session; its URL."""
+    admin = _postgres_admin()
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as exc:
+        pytest.fail(f"PostgreSQL is needed at {POSTGRES_ADMIN_URL} (.ci/run starts it): {exc}")
+    finally:
+        admin.dispose()
+    return make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_postgres_database(name: str) -> None:
+    admin = _postgres_admin()
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(worker_id: str) -> Iterator[str]:
+    name = f"opds_test_{worker_id}_{os.getpid()}"
+    url = create_postgres_database(name)
+    engine = make_engine(url)
+    migrate(engine)
+    engine.dispose()
+    yield url
+    drop_postgres_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A migrated, empty user database on each backend."""
+    if request.param == "sqlite":
+        made = make_engine(f"sqlite:///{tmp_path / 'opds.db'}")
+        migrate(made)
+    else:
+        made = make_engine(request.getfixturevalue("postgres_url"))
+        with made.begin() as connection:
+            tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+            connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    yield made
+    made.dispose()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    """An empty store of each kind."""
+    if request.param == "memory":
+        made: Store = MemoryStore()
+    else:
+        client = Redis.from_url(REDIS_TEST_URL)
+        try:
+            await client.flushdb()
+        except RedisError as exc:
+            pytest.fail(f"Redis is needed at {REDIS_TEST_URL} (.ci/run starts it): {exc}")
+        finally:
+            await client.aclose()
+        made = RedisStore(REDIS_TEST_URL)
+    yield made
+    await made.close()
