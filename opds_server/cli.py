@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from opds_server.account_commands import AccountCommandError, add_account_commands
 from opds_server.config import DEMO_FOLDER, Settings, SettingsError, settings_from_env
 
 EXIT_USAGE = 2
@@ -84,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo-library", help="write a small demo Calibre library to PATH")
     demo.add_argument("path")
     demo.set_defaults(run=_demo_library)
+    add_account_commands(commands)
     return parser
 
 
@@ -91,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     try:
         arguments.run(arguments)
-    except (CommandError, SettingsError) as exc:
+    except (CommandError, SettingsError, AccountCommandError) as exc:
         print(f"opds-server: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:

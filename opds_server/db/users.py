@@ -204,6 +204,10 @@ class UserStore:
             session.flush()
             return _app_password(row)
 
+    def set_app_password_hash(self, password_id: int, secret_hash: str) -> None:
+        with Session(self.engine) as session, session.begin():
+            session.execute(update(AppPassword).where(AppPassword.id == password_id).values(secret_hash=secret_hash))
+
     def read_app_password(self, password_id: int) -> tuple[AppPasswordRecord, str] | None:
         with Session(self.engine) as session:
             row = session.get(AppPassword, password_id)
