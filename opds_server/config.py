@@ -56,8 +56,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     thumbnail_width: Annotated[int, msgspec.Meta(ge=32, le=2000)] = 300
     """Width in pixels of the thumbnails made from covers (32-2000)."""
 
-    secret_key: Annotated[str, msgspec.Meta(min_length=16)] | None = None
-    """Signs tokens and keys credential hashes; at least 16 characters. Unset: generated once and kept
+    secret_key: Annotated[str, msgspec.Meta(min_length=32)] | None = None
+    """Signs tokens and keys credential hashes; at least 32 characters. Unset: generated once and kept
     in the data dir as `secret.key`. Every instance behind one load balancer needs the same."""
 
     database_url: str | None = None

@@ -28,6 +28,6 @@ def load_secret(settings: Settings) -> bytes:
 
 def _read(path: Path) -> bytes:
     value = path.read_text(encoding="ascii").strip()
-    if len(value) < 16:  # a worker reading while another writes: the writer is a few bytes away
+    if len(value) < 32:  # a worker reading while another writes: the writer is a few bytes away
         value = path.read_text(encoding="ascii").strip()
     return value.encode()

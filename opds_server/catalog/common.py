@@ -44,4 +44,5 @@ def feed_links(
         )
     other = hrefs.other()
     links.append(Link(href=other.feed(path, params), rel=vocab.REL_ALTERNATE, type=other.feed_type(kind)))
+    links.append(Link(href=hrefs.authentication(), rel=vocab.REL_AUTH_DOCUMENT, type=vocab.AUTHENTICATION_TYPE))
     return links

@@ -81,6 +81,10 @@ class Hrefs:
             return template
         return template.replace("{", "%7B").replace("}", "%7D")
 
+    def authentication(self) -> str:
+        """The OPDS Authentication Document (public; Thorium reads it to show a login form)."""
+        return f"{self.base_url}{ATOM_PREFIX}/auth"
+
     def search_description(self) -> str:
         return f"{self.base_url}{ATOM_PREFIX}/opensearch.xml"
 

@@ -14,6 +14,7 @@ from litestar import Request, Response, Router
 from litestar.params import Parameter
 
 from feeds import vocab
+from feeds.authentication import render_authentication_document
 from feeds.model import Feed, FeedKind, Publication
 from feeds.opds1 import render_entry_atom, render_feed_atom
 from feeds.opds2 import render_feed_json, render_publication_json
@@ -164,5 +165,14 @@ def feed_router(flavour: Flavour) -> Router:
                 lambda hrefs, _profile: render_search_description(services.catalog.search_description(hrefs)),
             )
 
-        handlers.append(opensearch)
+        @get_and_head("/auth", name="authentication-document")
+        def authentication(request: Request[Any, Any, Any], services: Services) -> Response[bytes]:
+            document = render_authentication_document(services.auth_document(public_base(request, services)))
+            return Response(
+                content=document,
+                media_type=vocab.AUTHENTICATION_TYPE,
+                headers={"Cache-Control": "public, max-age=3600"},
+            )
+
+        handlers.extend((opensearch, authentication))
     return Router(path=ATOM_PREFIX if flavour is Flavour.ATOM else JSON_PREFIX, route_handlers=handlers)
