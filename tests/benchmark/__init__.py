@@ -1,0 +1,1 @@
+"""The benchmark suite: real servers, real HTTP, measured with wrk. Not part of the pytest run."""
