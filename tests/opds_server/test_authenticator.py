@@ -182,3 +182,17 @@ async def test_login_is_required_only_once_a_user_exists(engine: Engine, store: 
     Accounts(UserStore(engine), FAST).add_user("ada", "correct horse", is_admin=False)
     await auth.changed()
     assert await auth.is_required()
+
+
+async def test_a_hash_made_with_weaker_parameters_is_replaced_on_login(
+    engine: Engine, store: Store, tmp_path: Path
+) -> None:
+    weak = Passwords(PasswordHasher(time_cost=1, memory_cost=32, parallelism=1))
+    users = UserStore(engine)
+    ada = Accounts(users, weak).add_user("ada", "correct horse", is_admin=False)
+    old_hash = users.read_password_hash(ada.id)
+    await make_authenticator(engine, store, tmp_path).basic(basic("ada", "correct horse"), "10.0.0.1")
+    new_hash = users.read_password_hash(ada.id)
+    assert new_hash != old_hash
+    assert new_hash is not None
+    assert not FAST.needs_rehash(new_hash)
