@@ -193,4 +193,4 @@ class AuthenticationDocument(msgspec.Struct, frozen=True, kw_only=True):
     description: str | None = None
     links: tuple[Link, ...] = ()
     username_label: str = "User name"
-    password_label: str = "Password"
+    password_label: str = "Password"  # noqa: S105 - a form label

@@ -75,7 +75,7 @@ def open_accounts(settings: Settings) -> tuple[Accounts, Epoch]:
     engine = make_engine(database_url(settings.database_url, settings.data_dir))
     migrate(engine)
     epoch: Epoch = (
-        StoreEpoch(RedisStore(settings.redis_url))
+        StoreEpoch(RedisStore(settings.redis_url, prefix=settings.redis_prefix))
         if settings.redis_url
         else FileEpoch(settings.data_dir / "auth-epoch")
     )

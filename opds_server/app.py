@@ -10,20 +10,27 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 
 from litestar import Litestar
 from litestar.config.compression import CompressionConfig
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
 
 from opds_server.auth.middleware import AuthenticationMiddleware
 from opds_server.catalog.hrefs import Flavour
 from opds_server.config import Settings, settings_from_env
 from opds_server.errors import AppError, handle_app_error, handle_http_exception, handle_unexpected
 from opds_server.http import AcceptEncodingMiddleware, HeadMiddleware
+from opds_server.routes.api import SECURITY_COMPONENTS
+from opds_server.routes.api_auth import auth_routers
+from opds_server.routes.api_library import library_router
 from opds_server.routes.feeds import feed_router
 from opds_server.routes.files import files_router
 from opds_server.routes.health import health
+from opds_server.routes.personal import personal_router
 from opds_server.state import Services, provide_principal, provide_services
 
 
@@ -40,7 +47,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await services.close()
 
     app = Litestar(
-        route_handlers=[feed_router(Flavour.ATOM), feed_router(Flavour.JSON), files_router, health],
+        route_handlers=[
+            feed_router(Flavour.ATOM),
+            feed_router(Flavour.JSON),
+            personal_router(Flavour.ATOM),
+            personal_router(Flavour.JSON),
+            files_router,
+            health,
+            *auth_routers(),
+            library_router(),
+        ],
         dependencies={
             "services": Provide(provide_services, sync_to_thread=False),
             "principal": Provide(provide_principal, sync_to_thread=False),
@@ -58,7 +74,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             exclude=["/download", "/covers", "/pse"],
         ),
         lifespan=[lifespan],
-        openapi_config=None,
+        openapi_config=OpenAPIConfig(
+            title="opds-server",
+            version=version("opds-server"),
+            description="The JSON API under /api: tokens, the account, favourites, shelves and reading progress.",
+            path="/schema",
+            components=SECURITY_COMPONENTS,
+            render_plugins=[JsonRenderPlugin()],  # /schema and /schema/openapi.json: the document, no UI
+        ),
         logging_config=None,
     )
     app.state.services = services

@@ -68,6 +68,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Redis for the credential cache, rate limits and the credential epoch shared by all instances,
     e.g. `redis://127.0.0.1:6379/0`. Unset: kept in each process."""
 
+    redis_prefix: str = "opds:"
+    """Prefix of every Redis key, so several deployments can share one Redis."""
+
     anonymous_browsing: bool = False
     """Serve the catalogue without a login even when users exist; personal feeds and the API still
     need one. With no user at all, the catalogue is open until the first one is added."""
@@ -84,6 +87,7 @@ _ENV_NAMES: Mapping[str, str] = {
     "OPDS_SECRET_KEY": "secret_key",
     "DATABASE_URL": "database_url",
     "REDIS_URL": "redis_url",
+    "OPDS_REDIS_PREFIX": "redis_prefix",
     "OPDS_ANONYMOUS_BROWSING": "anonymous_browsing",
 }
 _FIELD_TO_ENV = {field: env for env, field in _ENV_NAMES.items()}

@@ -6,13 +6,20 @@
     ├── BadRequestError (400)
     │   ├── InvalidCursorError
     │   ├── InvalidQueryError
-    │   └── InvalidRangeError
+    │   ├── InvalidRangeError
+    │   └── InvalidBodyError
+    ├── AuthenticationFailedError (401, WWW-Authenticate: Bearer)
     ├── NotFoundError (404)
     │   ├── BookNotFoundError
     │   ├── FormatNotFoundError
     │   ├── FileMissingError
-    │   └── CoverNotFoundError
+    │   ├── CoverNotFoundError
+    │   ├── ShelfNotFoundError
+    │   ├── AppPasswordNotFoundError
+    │   └── FavouriteNotFoundError
+    ├── ConflictError (409)
     ├── RangeNotSatisfiableError (416)
+    ├── TooManyAttemptsError (429, Retry-After)
     └── LibraryUnavailableError (503, Retry-After)
 
 Handlers render every error as RFC 9457 ``application/problem+json``; a 5xx is logged with its
@@ -22,12 +29,15 @@ traceback, a 4xx at info. Nothing else catches a broad ``Exception``.
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 from typing import Any, ClassVar
 
 import msgspec
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.exceptions import HTTPException, NotFoundException, SerializationException, ValidationException
+from litestar.types import Empty
+from litestar.utils.scope.state import ScopeState
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +78,22 @@ class InvalidRangeError(BadRequestError):
     slug = "invalid-range"
 
 
+class InvalidBodyError(BadRequestError):
+    title = "Invalid request body"
+    slug = "invalid-body"
+
+
+class AuthenticationFailedError(AppError):
+    """Credentials or a token that do not hold; the challenge tells API clients to send a bearer token."""
+
+    status = 401
+    title = "Authentication failed"
+    slug = "unauthorized"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="opds-server"'})
+
+
 class NotFoundError(AppError):
     status = 404
     title = "Not found"
@@ -92,6 +118,36 @@ class FileMissingError(NotFoundError):
 class CoverNotFoundError(NotFoundError):
     title = "Cover not found"
     slug = "cover-not-found"
+
+
+class ShelfNotFoundError(NotFoundError):
+    title = "Shelf not found"
+    slug = "shelf-not-found"
+
+
+class AppPasswordNotFoundError(NotFoundError):
+    title = "App password not found"
+    slug = "app-password-not-found"
+
+
+class FavouriteNotFoundError(NotFoundError):
+    title = "Not a favourite"
+    slug = "favourite-not-found"
+
+
+class ConflictError(AppError):
+    status = 409
+    title = "Conflict"
+    slug = "conflict"
+
+
+class TooManyAttemptsError(AppError):
+    status = 429
+    title = "Too many attempts"
+    slug = "rate-limited"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
 
 
 class RangeNotSatisfiableError(AppError):
@@ -181,3 +237,60 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
     """The one boundary that catches everything: log with the traceback, answer a bare 500."""
     log.error("%s %s crashed", request.method, request.url.path, exc_info=exc)
     return problem_response(500, "Internal server error", "internal", "internal error", path=request.url.path)
+
+
+_PATH_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _received_in_body(request: Request[Any, Any, Any], key: str) -> str:
+    """`` = <the JSON value>`` the client sent at ``key`` (``percentage``, ``book_ids[2]``), if it can be found."""
+    value: Any = ScopeState.from_scope(request.scope).json  # the body Litestar already decoded
+    for name, index in _PATH_STEP.findall(key):
+        if name and isinstance(value, dict) and name in value:
+            value = value[name]
+        elif index and isinstance(value, list) and int(index) < len(value):
+            value = value[int(index)]
+        else:
+            return ""
+    text = msgspec.json.encode(value).decode()
+    return f" = {text if len(text) <= 60 else f'{text[:40]}... ({len(text)} characters)'}"
+
+
+def _source(item: dict[str, Any]) -> str:
+    source = item.get("source", "query")
+    return str(getattr(source, "value", source))
+
+
+def _body_detail(request: Request[Any, Any, Any], item: dict[str, Any]) -> str:
+    key, message = str(item.get("key", "data")), str(item.get("message", "invalid value"))
+    if key != "data":
+        return f"body field {key!r}{_received_in_body(request, key)}: {message}"
+    if ScopeState.from_scope(request.scope).json in (Empty, None):
+        return "the request body is empty; send a JSON object"
+    return f"request body: {message}"
+
+
+def handle_api_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    """Litestar's errors on the JSON API: a body that is not JSON says so, and a body that does not
+    fit names the field, the value received and what is accepted; anything else as everywhere."""
+    if isinstance(exc.__cause__, SerializationException):  # Litestar wraps a failed decode in a 400
+        detail = f"the request body is not valid JSON: {exc.detail}"
+        log.info("%s %s -> 400: %s", request.method, request.url.path, detail)
+        return problem_response(400, "Malformed JSON", "malformed-json", detail, path=request.url.path)
+    if exc.status_code == 413:
+        length = request.headers.get("content-length", "more")
+        detail = f"the request body has {length} bytes, more than this endpoint accepts"
+        log.info("%s %s -> 413: %s", request.method, request.url.path, detail)
+        return problem_response(413, "Request body too large", "body-too-large", detail, path=request.url.path)
+    extra = exc.extra if isinstance(exc, ValidationException) and isinstance(exc.extra, list) else []
+    items = [item for item in extra if isinstance(item, dict)]
+    if not any(_source(item) == "body" for item in items):
+        return handle_http_exception(request, exc)
+    detail = "; ".join(
+        _body_detail(request, item)
+        if _source(item) == "body"
+        else f"{_source(item)} parameter {item.get('key', '?')!r}: {item.get('message', 'invalid value')}"
+        for item in items
+    )
+    log.info("%s %s -> 400: %s", request.method, request.url.path, detail)
+    return problem_response(400, "Invalid request body", "invalid-body", detail, path=request.url.path)

@@ -22,6 +22,7 @@ from opds_server.calibre.snapshot import Library
 from opds_server.catalog.service import Catalog
 from opds_server.config import Settings
 from opds_server.db.engine import database_url, make_engine, migrate
+from opds_server.db.library import PersonalLibrary
 from opds_server.db.users import UserStore
 from opds_server.storage.derived import PlaceholderStore, ThumbnailStore
 
@@ -45,10 +46,13 @@ class Services:
         self.engine = make_engine(database_url(settings.database_url, settings.data_dir))
         migrate(self.engine)
         self.users = UserStore(self.engine)
+        self.personal = PersonalLibrary(self.engine)
         self.passwords = Passwords()
         self.secret = load_secret(settings)
         self.tokens = Tokens(self.secret)
-        self.store: Store = RedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
+        self.store: Store = (
+            RedisStore(settings.redis_url, prefix=settings.redis_prefix) if settings.redis_url else MemoryStore()
+        )
         epoch: Epoch = StoreEpoch(self.store) if settings.redis_url else FileEpoch(settings.data_dir / "auth-epoch")
         self.authenticator = Authenticator(
             users=self.users,

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,13 +226,18 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
     if request.param == "memory":
         made: Store = MemoryStore()
     else:
+        # A prefix of its own per test: xdist workers share the Redis database, so nothing is flushed.
+        prefix = f"opds-test:{uuid.uuid4().hex}:"
         client = Redis.from_url(REDIS_TEST_URL)
         try:
-            await client.flushdb()
+            await client.ping()
         except RedisError as exc:
             pytest.fail(f"Redis is needed at {REDIS_TEST_URL} (.ci/run starts it): {exc}")
-        finally:
-            await client.aclose()
-        made = RedisStore(REDIS_TEST_URL)
+        made = RedisStore(REDIS_TEST_URL, prefix=prefix)
     yield made
     await made.close()
+    if request.param == "redis":
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()

@@ -16,6 +16,7 @@ import hmac
 import logging
 import re
 from collections.abc import Callable
+from functools import partial
 
 import anyio.to_thread
 import msgspec
@@ -23,7 +24,7 @@ import msgspec
 from opds_server.auth.epoch import Epoch
 from opds_server.auth.passwords import MAX_PASSWORD_LENGTH, Passwords
 from opds_server.auth.principal import ALL_SCOPES, Principal, Scope
-from opds_server.auth.tokens import InvalidTokenError, Tokens
+from opds_server.auth.tokens import ACCESS_LIFETIME, InvalidTokenError, Tokens
 from opds_server.cache.store import Store, StoreUnavailableError
 from opds_server.db.users import MAX_NAME_LENGTH, UserRecord, UserStore, name_key
 
@@ -254,9 +255,28 @@ class Authenticator:
         user = await self.user(claims.user_id)
         if user is None or user.is_disabled or user.token_version != claims.version:
             raise AuthenticationError("the token was revoked")
+        if await self._family_revoked(claims.family):
+            raise AuthenticationError("the token was revoked")
         return Principal(
             user_id=user.id, name=user.name, is_admin=user.is_admin, scopes=ALL_SCOPES, token_version=user.token_version
         )
+
+    async def revoke_family(self, family: str) -> None:
+        """End a login: its refresh tokens in the database, its access tokens through the store
+        (for as long as one of them could still be unexpired)."""
+        await anyio.to_thread.run_sync(partial(self.users.revoke_family, family, now=self._clock()))
+        try:
+            await self.store.set(f"revoked-family:{family}", b"1", ttl=ACCESS_LIFETIME.total_seconds())
+        except StoreUnavailableError as exc:
+            self._store_failed(exc)
+            raise
+
+    async def _family_revoked(self, family: str) -> bool:
+        try:
+            return await self.store.get(f"revoked-family:{family}") is not None
+        except StoreUnavailableError as exc:
+            self._store_failed(exc)
+            raise
 
     async def user(self, user_id: int) -> UserRecord | None:
         """A user record through the store, valid for the current epoch."""

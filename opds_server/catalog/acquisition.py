@@ -13,18 +13,19 @@ from typing import cast
 import msgspec
 
 from feeds import vocab
-from feeds.model import Facet, Feed, Link, Page, Publication
+from feeds.model import Facet, Feed, FeedKind, Link, Page, Publication
 from opds_server.calibre.books import read_books, stars
 from opds_server.calibre.database import CalibreDatabase, Row
 from opds_server.calibre.model import Category
 from opds_server.calibre.query import BookQuery, KeyValue, SortOrder, key_count, page_sql
 from opds_server.calibre.snapshot import LibrarySnapshot
-from opds_server.catalog.common import feed_links, stable_id
+from opds_server.catalog.common import feed_links, stable_id, when_empty
 from opds_server.catalog.cursor import cursor_scope, decode_cursor, encode_cursor
 from opds_server.catalog.hrefs import Hrefs, ParamValue
 from opds_server.catalog.publications import PageCounter, build_publication
 from opds_server.errors import InvalidCursorError, NotFoundError
 
+NO_MATCH = "No book matches: browse the new books"
 SORT_TITLES: dict[SortOrder, str] = {
     SortOrder.NEW: "Newest first",
     SortOrder.TITLE: "Title",
@@ -166,6 +167,50 @@ def _previous_after(
     return encode_cursor(page - 1, cursor_scope(query), _row_keys(before[limit]))
 
 
+def read_publications(
+    db: CalibreDatabase,
+    snapshot: LibrarySnapshot,
+    hrefs: Hrefs,
+    book_ids: Sequence[int],
+    *,
+    count_pages: PageCounter,
+) -> list[Publication]:
+    """Partial entries of these books, in this order; ids Calibre does not have are skipped."""
+    books = read_books(db, book_ids, snapshot.custom_columns)
+    return [
+        build_publication(books[book_id], hrefs, is_complete=False, count_pages=count_pages)
+        for book_id in book_ids
+        if book_id in books
+    ]
+
+
+def build_page_links(
+    hrefs: Hrefs,
+    *,
+    path: str,
+    params: Mapping[str, ParamValue],
+    kind: FeedKind,
+    page: int,
+    previous_after: str | None,
+    next_after: str | None,
+) -> list[Link]:
+    """first and previous links past the first page, and next when another page follows.
+
+    ``params`` excludes ``after``; ``previous_after`` is ``None`` when the previous page is the
+    first, whose URL has no cursor (so that its ``next`` and this ``previous`` agree).
+    """
+    feed_type = hrefs.feed_type(kind)
+    links: list[Link] = []
+    if page > 1:
+        links.append(Link(href=hrefs.feed(path, params), rel=vocab.REL_FIRST, type=feed_type))
+        links.append(
+            Link(href=hrefs.feed(path, {**params, "after": previous_after}), rel=vocab.REL_PREVIOUS, type=feed_type)
+        )
+    if next_after is not None:
+        links.append(Link(href=hrefs.feed(path, {**params, "after": next_after}), rel=vocab.REL_NEXT, type=feed_type))
+    return links
+
+
 def build_books_feed(
     db: CalibreDatabase,
     snapshot: LibrarySnapshot,
@@ -197,13 +242,7 @@ def build_books_feed(
     sql, parameters = page_sql(query, snapshot.hidden, after=keys, limit=limit + 1)
     rows = db.fetch(sql, parameters)
     has_next, rows = len(rows) > limit, rows[:limit]
-    books = read_books(db, [int(str(row[0])) for row in rows], snapshot.custom_columns)
-    publications: list[Publication] = [
-        build_publication(books[book_id], hrefs, is_complete=False, count_pages=count_pages)
-        for row in rows
-        if (book_id := int(str(row[0]))) in books
-    ]
-    kind = hrefs.feed_type("acquisition")
+    publications = read_publications(db, snapshot, hrefs, [int(str(row[0])) for row in rows], count_pages=count_pages)
     links = feed_links(
         hrefs,
         path="/books",
@@ -211,13 +250,18 @@ def build_books_feed(
         kind="acquisition",
         up=(hrefs.feed(), "navigation"),
     )
-    if page > 1:
-        links.append(Link(href=hrefs.feed("/books", params), rel=vocab.REL_FIRST, type=kind))
-        previous = _previous_after(db, snapshot, query, rows[0], page=page, limit=limit) if rows else None
-        links.append(Link(href=hrefs.feed("/books", {**params, "after": previous}), rel=vocab.REL_PREVIOUS, type=kind))
-    if has_next:
-        next_after = encode_cursor(page + 1, scope, _row_keys(rows[-1]))
-        links.append(Link(href=hrefs.feed("/books", {**params, "after": next_after}), rel=vocab.REL_NEXT, type=kind))
+    previous = None
+    if page > 1 and rows:
+        previous = _previous_after(db, snapshot, query, rows[0], page=page, limit=limit)
+    links += build_page_links(
+        hrefs,
+        path="/books",
+        params=params,
+        kind="acquisition",
+        page=page,
+        previous_after=previous,
+        next_after=encode_cursor(page + 1, scope, _row_keys(rows[-1])) if has_next else None,
+    )
     return Feed(
         id=stable_id(snapshot, "books", sorted((k, str(v)) for k, v in params.items() if v is not None)),
         title=title,
@@ -226,6 +270,7 @@ def build_books_feed(
         author_name=title,
         links=tuple(links),
         publications=tuple(publications),
+        navigation=() if publications else when_empty(snapshot, hrefs, "books", title=NO_MATCH),
         facets=tuple(_facets(db, snapshot, hrefs, query, params)),
         page=Page(
             number_of_items=snapshot.count(db, query),

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Mapping
 
 from feeds import vocab
-from feeds.model import FeedKind, Link
+from feeds.model import FeedKind, Link, NavigationEntry
 from opds_server.calibre.snapshot import LibrarySnapshot
 from opds_server.catalog.hrefs import Flavour, Hrefs, ParamValue
 
@@ -46,3 +46,23 @@ def feed_links(
     links.append(Link(href=other.feed(path, params), rel=vocab.REL_ALTERNATE, type=other.feed_type(kind)))
     links.append(Link(href=hrefs.authentication(), rel=vocab.REL_AUTH_DOCUMENT, type=vocab.AUTHENTICATION_TYPE))
     return links
+
+
+def when_empty(snapshot: LibrarySnapshot, hrefs: Hrefs, *id_parts: object, title: str) -> tuple[NavigationEntry, ...]:
+    """What an empty acquisition feed offers in OPDS 2: a way on to the newest books.
+
+    OPDS 2 cannot express an empty feed: its schema wants at least one publication, navigation
+    link or group, and Readium's parser (Thorium) refuses a feed without one. An empty Atom feed
+    is valid, so it stays empty.
+    """
+    if hrefs.flavour is not Flavour.JSON:
+        return ()
+    return (
+        NavigationEntry(
+            id=stable_id(snapshot, *id_parts, "empty"),
+            title=title,
+            href=hrefs.feed("/books", {"sort": "new"}),
+            type=hrefs.feed_type("acquisition"),
+            updated=snapshot.updated,
+        ),
+    )

@@ -62,9 +62,18 @@ def _sort_key(category: Category) -> tuple[str, str]:
 
 
 def build_root(
-    snapshot: LibrarySnapshot, hrefs: Hrefs, *, title: str, threshold: int, new_books: Sequence[Publication]
+    snapshot: LibrarySnapshot,
+    hrefs: Hrefs,
+    *,
+    title: str,
+    threshold: int,
+    new_books: Sequence[Publication],
+    personal: Sequence[NavigationEntry] = (),
 ) -> Feed:
-    """The root navigation feed; in OPDS 2 it also carries a group of the newest books."""
+    """The root navigation feed; in OPDS 2 it also carries a group of the newest books.
+
+    ``personal`` are the entries of a logged-in user's own feeds, listed after the catalogue's.
+    """
     acquisition, navigation = hrefs.feed_type("acquisition"), hrefs.feed_type("navigation")
     titles_grouped = snapshot.book_count > threshold
     entries = [
@@ -105,6 +114,7 @@ def build_root(
                 count=len(items),
             )
         )
+    entries.extend(personal)
     groups: tuple[Group, ...] = ()
     if hrefs.flavour is Flavour.JSON and new_books:
         groups = (

@@ -19,6 +19,7 @@ from opds_server.calibre.snapshot import Library, LibrarySnapshot
 from opds_server.catalog.acquisition import build_books_feed, describe
 from opds_server.catalog.hrefs import Hrefs, ParamValue
 from opds_server.catalog.navigation import CATEGORIES, build_category_feed, build_root
+from opds_server.catalog.personal import build_personal_entries
 from opds_server.catalog.publications import build_publication
 from opds_server.config import Settings
 from opds_server.errors import (
@@ -92,7 +93,8 @@ class Catalog:
     def _publication(self, book: Book, hrefs: Hrefs, *, is_complete: bool) -> Publication:
         return build_publication(book, hrefs, is_complete=is_complete, count_pages=self.count_pages)
 
-    def root(self, hrefs: Hrefs) -> Feed:
+    def root(self, hrefs: Hrefs, *, user_id: int | None = None) -> Feed:
+        """The root feed; a logged-in user's (``user_id``) also leads to their own feeds."""
         snapshot = self.snapshot()
         sql, parameters = page_sql(BookQuery(), snapshot.hidden, after=None, limit=ROOT_GROUP_SIZE)
         rows = self.library.db.fetch(sql, parameters)
@@ -105,6 +107,7 @@ class Catalog:
             title=self.settings.library_name,
             threshold=self.settings.group_threshold,
             new_books=newest,
+            personal=build_personal_entries(snapshot, hrefs, user_id) if user_id is not None else (),
         )
 
     def category(self, hrefs: Hrefs, name: str, *, initial: str | None, parent: str | None, after: str | None) -> Feed:

@@ -12,7 +12,7 @@ import datetime as dt
 import unicodedata
 
 import msgspec
-from sqlalchemy import Engine, and_, delete, func, select, update
+from sqlalchemy import Engine, and_, case, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -261,7 +261,7 @@ class PersonalLibrary:
                 select(
                     ReadingProgress.book_id,
                     func.max(ReadingProgress.updated_at).label("at"),
-                    func.max(ReadingProgress.is_finished.cast(type_=ReadingProgress.percentage.type)).label("done"),
+                    func.max(case((ReadingProgress.is_finished, 1), else_=0)).label("done"),
                 )
                 .where(ReadingProgress.user_id == user_id)
                 .group_by(ReadingProgress.book_id)

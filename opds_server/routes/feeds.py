@@ -3,6 +3,9 @@
 Handlers parse typed parameters (Litestar answers a malformed one with a 400 naming it), ask the
 catalogue for the feed model in a worker thread, and render it. The ETag is derived from the
 library generation, the representation and the full URL, so a revalidation costs one ``stat``.
+A feed that depends on who asks (the root of a logged-in user, the personal feeds) adds the user
+and their data to the ETag and drops ``Last-Modified``: their lists change without the library
+changing, so only the ETag can tell a client its copy is stale.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from feeds.model import Feed, FeedKind, Publication
 from feeds.opds1 import render_entry_atom, render_feed_atom
 from feeds.opds2 import render_feed_json, render_publication_json
 from feeds.opensearch import render_search_description
+from opds_server.auth.principal import Principal
 from opds_server.calibre.query import SortOrder
 from opds_server.catalog.hrefs import ATOM_PREFIX, JSON_PREFIX, Flavour, Hrefs
 from opds_server.catalog.navigation import CATEGORIES
 from opds_server.catalog.service import BooksRequest
 from opds_server.http import conditional, get_and_head, make_etag
 from opds_server.quirks import ClientProfile, client_profile
+from opds_server.routes.params import BookIdParam, CalibreIdParam
 from opds_server.state import Services
 
 FEED_CACHE_CONTROL = "private, no-cache"
@@ -44,14 +49,18 @@ def _respond(
     flavour: Flavour,
     media_type: str,
     render: Callable[[Hrefs, ClientProfile], bytes],
+    *,
+    personal: tuple[object, ...] | None = None,
 ) -> Response[bytes]:
+    """``personal``: the user id and a digest of their data, when the bytes depend on them."""
     snapshot = services.catalog.snapshot()
     base = public_base(request, services)
     profile = client_profile(request)
+    etag_parts = (snapshot.generation, flavour, base, profile, request.url.path, request.url.query)
     response = conditional(
         request,
-        etag=make_etag(snapshot.generation, flavour, base, profile, request.url.path, request.url.query, weak=True),
-        last_modified=snapshot.updated,
+        etag=make_etag(*etag_parts, *(("user", *personal) if personal is not None else ()), weak=True),
+        last_modified=snapshot.updated if personal is None else None,
         cache_control=FEED_CACHE_CONTROL,
         media_type=media_type,
         render=lambda: render(Hrefs(base, flavour, has_raw_templates=profile.has_raw_templates), profile),
@@ -73,29 +82,56 @@ def _render_publication(flavour: Flavour, publication: Publication, profile: Cli
     return render_publication_json(publication)
 
 
+def feed_response(
+    request: Request[Any, Any, Any],
+    services: Services,
+    flavour: Flavour,
+    kind: FeedKind,
+    build: Callable[[Hrefs], Feed],
+    *,
+    personal: tuple[object, ...] | None = None,
+) -> Response[bytes]:
+    """A feed in one representation, built and rendered only when the client's copy is stale."""
+    media_type = Hrefs("", flavour).feed_type(kind)
+    return _respond(
+        request,
+        services,
+        flavour,
+        media_type,
+        lambda hrefs, profile: _render_feed(flavour, build(hrefs), profile),
+        personal=personal,
+    )
+
+
 def feed_router(flavour: Flavour) -> Router:
     """The catalogue's routes in one representation."""
 
     def respond_feed(
         request: Request[Any, Any, Any], services: Services, kind: FeedKind, build: Callable[[Hrefs], Feed]
     ) -> Response[bytes]:
-        media_type = Hrefs("", flavour).feed_type(kind)
-        return _respond(
-            request, services, flavour, media_type, lambda hrefs, profile: _render_feed(flavour, build(hrefs), profile)
-        )
+        return feed_response(request, services, flavour, kind, build)
 
     @get_and_head("/", name=f"{flavour}-root")
-    def root(request: Request[Any, Any, Any], services: Services) -> Response[bytes]:
-        return respond_feed(request, services, "navigation", services.catalog.root)
+    def root(request: Request[Any, Any, Any], services: Services, principal: Principal | None) -> Response[bytes]:
+        # A logged-in user's root leads to their own feeds: never the same bytes as anyone else's.
+        user_id = principal.user_id if principal is not None else None
+        return feed_response(
+            request,
+            services,
+            flavour,
+            "navigation",
+            lambda hrefs: services.catalog.root(hrefs, user_id=user_id),
+            personal=(user_id,) if user_id is not None else None,
+        )
 
     @get_and_head("/books", name=f"{flavour}-books")
     def books(
         request: Request[Any, Any, Any],
         services: Services,
         sort: SortOrder | None = None,
-        author: Annotated[int | None, Parameter(ge=1)] = None,
-        series: Annotated[int | None, Parameter(ge=1)] = None,
-        publisher: Annotated[int | None, Parameter(ge=1)] = None,
+        author: CalibreIdParam = None,
+        series: CalibreIdParam = None,
+        publisher: CalibreIdParam = None,
         tag: Annotated[str | None, Parameter(max_length=512)] = None,
         language: Annotated[str | None, Parameter(max_length=16)] = None,
         rating: Annotated[int | None, Parameter(ge=0, le=10)] = None,
@@ -123,7 +159,7 @@ def feed_router(flavour: Flavour) -> Router:
         )
 
     @get_and_head("/books/{book_id:int}", name=f"{flavour}-book")
-    def book(request: Request[Any, Any, Any], services: Services, book_id: int) -> Response[bytes]:
+    def book(request: Request[Any, Any, Any], services: Services, book_id: BookIdParam) -> Response[bytes]:
         media_type = vocab.ENTRY_TYPE if flavour is Flavour.ATOM else vocab.OPDS2_PUBLICATION_TYPE
         services.catalog.book(book_id)  # a 404 before any caching headers
         return _respond(

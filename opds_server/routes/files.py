@@ -19,6 +19,7 @@ from opds_server.catalog.media import media_type
 from opds_server.catalog.service import locate_cover, locate_file
 from opds_server.errors import CoverNotFoundError, NotFoundError
 from opds_server.http import FileResponse, get_and_head, is_fresh, make_etag, parse_range, validators
+from opds_server.routes.params import BookIdParam
 from opds_server.state import Services
 from opds_server.storage.comics import read_page
 from opds_server.storage.derived import ThumbnailError
@@ -59,7 +60,9 @@ def _send_file(
 
 
 @get_and_head("/download/{book_id:int}/{file_name:str}", name="download")
-def download(request: Request[Any, Any, Any], services: Services, book_id: int, file_name: str) -> Response[bytes]:
+def download(
+    request: Request[Any, Any, Any], services: Services, book_id: BookIdParam, file_name: str
+) -> Response[bytes]:
     # `12.epub` as the feeds write it; any name ending in the format works, and so does `epub` alone.
     book_format = file_name.rpartition(".")[2]
     location = locate_file(services.catalog, book_id, book_format)
@@ -85,13 +88,13 @@ def _cover(services: Services, book_id: int) -> tuple[Path, str]:
 
 
 @get_and_head("/covers/{book_id:int}", name="cover")
-def cover(request: Request[Any, Any, Any], services: Services, book_id: int) -> Response[bytes]:
+def cover(request: Request[Any, Any, Any], services: Services, book_id: BookIdParam) -> Response[bytes]:
     path, key = _cover(services, book_id)
     return _send_file(request, path, media="image/jpeg", cache_control=COVER_CACHE_CONTROL, etag_parts=(key,))
 
 
 @get_and_head("/covers/{book_id:int}/thumbnail", name="thumbnail")
-def thumbnail(request: Request[Any, Any, Any], services: Services, book_id: int) -> Response[bytes]:
+def thumbnail(request: Request[Any, Any, Any], services: Services, book_id: BookIdParam) -> Response[bytes]:
     path, key = _cover(services, book_id)
     try:
         thumb = services.thumbnails.read_thumbnail(key, path)
@@ -109,7 +112,7 @@ def thumbnail(request: Request[Any, Any, Any], services: Services, book_id: int)
 @get_and_head("/pse/{book_id:int}/{page:int}", name="pse-page")
 def comic_page(
     services: Services,
-    book_id: int,
+    book_id: BookIdParam,
     page: Annotated[int, Parameter(ge=0, le=100_000)],
     max_width: Annotated[int | None, Parameter(query="maxWidth", ge=16, le=10_000)] = None,
 ) -> Response[bytes]:
