@@ -19,6 +19,7 @@ from opds_server.auth.tokens import Tokens
 from opds_server.cache.store import MemoryStore, RedisStore, Store
 from opds_server.calibre.database import CalibreDatabase
 from opds_server.calibre.snapshot import Library
+from opds_server.catalog.hrefs import Flavour, Hrefs
 from opds_server.catalog.service import Catalog
 from opds_server.config import Settings
 from opds_server.db.engine import database_url, make_engine, migrate
@@ -66,13 +67,14 @@ class Services:
 
     def auth_document(self, base_url: str) -> AuthenticationDocument:
         """The OPDS Authentication Document: how to log in to this catalogue."""
+        hrefs = Hrefs(base_url, Flavour.ATOM)
         return AuthenticationDocument(
-            id=f"{base_url}/opds/auth",
+            id=hrefs.authentication(),
             title=self.settings.library_name,
             description="Log in with your user name and password, or an app password made for this device.",
             links=(
-                Link(href=f"{base_url}/opds/auth", rel=vocab.REL_SELF, type=vocab.AUTHENTICATION_TYPE),
-                Link(href=f"{base_url}/opds", rel=vocab.REL_START, type=vocab.NAVIGATION_TYPE),
+                Link(href=hrefs.authentication(), rel=vocab.REL_SELF, type=vocab.AUTHENTICATION_TYPE),
+                Link(href=hrefs.feed(), rel=vocab.REL_START, type=vocab.NAVIGATION_TYPE),
             ),
         )
 
