@@ -5,3 +5,5 @@ the one package that imports ``feeds`` and ``sync``. ``opds_server.bootstrap`` a
 nothing beyond the standard library, so ``python3 -m opds_server`` can set up its own virtual
 environment on a fresh clone.
 """
+
+__version__ = "0.1.0"

@@ -10,7 +10,6 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from importlib.metadata import version
 
 from litestar import Litestar
 from litestar.config.compression import CompressionConfig
@@ -19,6 +18,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
+from opds_server import __version__
 from opds_server.auth.middleware import AuthenticationMiddleware
 from opds_server.catalog.hrefs import Flavour
 from opds_server.config import Settings, settings_from_env
@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(
             title="opds-server",
-            version=version("opds-server"),
+            version=__version__,
             description="The JSON API under /api: tokens, the account, favourites, shelves and reading progress.",
             path="/schema",
             components=SECURITY_COMPONENTS,
