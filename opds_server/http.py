@@ -25,6 +25,7 @@ from litestar.enums import HttpMethod
 from litestar.response.base import ASGIResponse
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
+from opds_server.cache.rendered import RenderedCache
 from opds_server.errors import RangeNotSatisfiableError
 
 CHUNK_SIZE = 256 * 1024
@@ -138,12 +139,18 @@ def conditional(
     cache_control: str,
     media_type: str,
     render: Callable[[], bytes],
+    cache: RenderedCache | None = None,
 ) -> Response[bytes]:
-    """A 304 when the client's copy is current; otherwise the rendered bytes with validators."""
+    """A 304 when the client's copy is current; otherwise the bytes (from ``cache`` by ETag, or
+    rendered) with validators and ``X-Cache: hit|miss``."""
     headers = validators(etag, last_modified, cache_control)
     if is_fresh(request, etag, last_modified):
         return Response(content=b"", status_code=304, headers=headers, media_type=media_type)
-    return Response(content=render(), headers=headers, media_type=media_type)
+    if cache is None:
+        return Response(content=render(), headers=headers, media_type=media_type)
+    body, was_cached = cache.read_or_render(etag, render)
+    headers["X-Cache"] = "hit" if was_cached else "miss"
+    return Response(content=body, headers=headers, media_type=media_type)
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:

@@ -16,6 +16,7 @@ from opds_server.auth.principal import Principal
 from opds_server.auth.secret import load_secret
 from opds_server.auth.service import Authenticator
 from opds_server.auth.tokens import Tokens
+from opds_server.cache.rendered import RenderedCache
 from opds_server.cache.store import MemoryStore, RedisStore, Store
 from opds_server.calibre.database import CalibreDatabase
 from opds_server.calibre.snapshot import Library
@@ -54,6 +55,7 @@ class Services:
         self.store: Store = (
             RedisStore(settings.redis_url, prefix=settings.redis_prefix) if settings.redis_url else MemoryStore()
         )
+        self.rendered = RenderedCache(redis_url=settings.redis_url, prefix=settings.redis_prefix)
         epoch: Epoch = StoreEpoch(self.store) if settings.redis_url else FileEpoch(settings.data_dir / "auth-epoch")
         self.authenticator = Authenticator(
             users=self.users,
@@ -81,6 +83,7 @@ class Services:
     async def close(self) -> None:
         self.library.db.close()
         await self.store.close()
+        self.rendered.close()
         self.engine.dispose()
 
 

@@ -64,6 +64,7 @@ def _respond(
         cache_control=FEED_CACHE_CONTROL,
         media_type=media_type,
         render=lambda: render(Hrefs(base, flavour, has_raw_templates=profile.has_raw_templates), profile),
+        cache=services.rendered,
     )
     # The bytes depend on the client's User-Agent (see quirks); compression adds Accept-Encoding.
     response.headers["Vary"] = "User-Agent"

@@ -2,9 +2,10 @@
 
 ``auth``: the cost of HTTP Basic. One server on the fixture library with a user and anonymous
 browsing on, so the same feed is fetched with and without credentials in the same run: wrk
-``-t2 -c32`` on the first acquisition page (rendered each time) and on its revalidation (a 304,
-the cheapest answer, where authentication weighs most). Runs alternate with and without
-credentials; the medians and their ratio are printed. Every server listens on 127.0.0.1 only.
+``-t2 -c32`` on the first acquisition page (rendered once, then served from the rendered-bytes
+cache) and on its revalidation (a 304, the cheapest answer, where authentication weighs most).
+Runs alternate with and without credentials; the medians and their ratio are printed. Every
+server listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def bench_auth(rounds: int, seconds: int) -> int:
         credentials = {"Authorization": "Basic " + base64.b64encode(b"reader:a long benchmark password").decode()}
         etag = httpx.get(url, headers=credentials, timeout=30).headers["etag"]
         cases = {
-            "acquisition page, rendered": ({}, credentials),
+            "acquisition page, cached bytes": ({}, credentials),
             "acquisition page, 304 revalidation": ({"If-None-Match": etag}, {**credentials, "If-None-Match": etag}),
         }
         print(f"wrk -t2 -c32 -d{seconds}s, {rounds} alternating rounds, median of each; {url}")

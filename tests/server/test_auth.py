@@ -78,6 +78,7 @@ def twins(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Iterator[
         "OPDS_REDIS_PREFIX": f"opds-test-{secrets.token_hex(6)}:",  # other runs' counters stay apart
         "OPDS_SECRET_KEY": secrets.token_urlsafe(40),
         "OPDS_DATA_DIR": str(work / "cli-data"),
+        "OPDS_BASE_URL": "https://books.example.org",  # one public address, as behind a load balancer
     }
     made = Site(servers=(), env=env)
     made.add_user("ada", "correct horse")
@@ -212,3 +213,12 @@ def test_a_revoked_app_password_stops_on_every_instance_at_once(twins: Site) -> 
     assert twins.cli("app-passwords", "revoke", "ada", password_id).returncode == 0
     for server in twins.servers:
         assert get(server, "/opds", ("ada", secret)).status_code == 401
+
+
+def test_bytes_rendered_by_one_instance_are_served_by_the_other(twins: Site) -> None:
+    first, second = twins.servers
+    path = "/opds/opensearch.xml"  # public, so no login changes it
+    assert get(first, path).headers["x-cache"] == "miss"
+    shared = get(second, path)
+    assert shared.headers["x-cache"] == "hit"
+    assert shared.content == get(first, path).content

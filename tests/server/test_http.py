@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import gzip
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import msgspec
 import pytest
 from lxml import etree
 
-from tests.conftest import LiveServer, start_server, stop_server
+from tests.conftest import LiveServer, copy_fixture_library, start_server, stop_server
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 OPENSEARCH_NS = "http://a9.com/-/spec/opensearch/1.1/"
@@ -286,3 +287,30 @@ def test_opensearch_template_uses_the_public_base_url(proxied_server: LiveServer
         description = etree.fromstring(http.get("/opds/opensearch.xml").content)
     (url,) = description.iterfind(f"{{{OPENSEARCH_NS}}}Url")
     assert str(url.get("template")).startswith(f"{PUBLIC_BASE}/opds/books?")
+
+
+# The rendered-bytes cache
+
+
+def test_a_feed_is_rendered_once_then_served_from_the_cache(client: httpx.Client) -> None:
+    path = "/opds/books?sort=title&limit=13"
+    first, second = client.get(path), client.get(path)
+    assert (first.headers["x-cache"], second.headers["x-cache"]) == ("miss", "hit")
+    assert first.content == second.content
+    assert first.headers["etag"] == second.headers["etag"]
+
+
+def test_a_calibre_write_changes_the_generation_and_misses_the_cache(tmp_path: Path) -> None:
+    library = copy_fixture_library(tmp_path / "library")
+    server = start_server(library, tmp_path / "data", tmp_path / "server.log")
+    try:
+        with server.client() as http:
+            before = http.get("/opds/books?sort=new")
+            assert http.get("/opds/books?sort=new").headers["x-cache"] == "hit"
+            stat = (library / "metadata.db").stat()
+            os.utime(library / "metadata.db", ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+            after = http.get("/opds/books?sort=new")
+        assert after.headers["x-cache"] == "miss"
+        assert after.headers["etag"] != before.headers["etag"]
+    finally:
+        stop_server(server)
