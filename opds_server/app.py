@@ -20,9 +20,16 @@ from litestar.openapi.plugins import JsonRenderPlugin
 
 from opds_server import __version__
 from opds_server.auth.middleware import AuthenticationMiddleware
+from opds_server.cache.store import StoreUnavailableError
 from opds_server.catalog.hrefs import Flavour
 from opds_server.config import Settings, settings_from_env
-from opds_server.errors import AppError, handle_app_error, handle_http_exception, handle_unexpected
+from opds_server.errors import (
+    AppError,
+    handle_app_error,
+    handle_http_exception,
+    handle_store_unavailable,
+    handle_unexpected,
+)
 from opds_server.http import AcceptEncodingMiddleware, HeadMiddleware
 from opds_server.routes.api import SECURITY_COMPONENTS
 from opds_server.routes.api_auth import auth_routers
@@ -63,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         exception_handlers={
             AppError: handle_app_error,
+            StoreUnavailableError: handle_store_unavailable,
             HTTPException: handle_http_exception,
             Exception: handle_unexpected,
         },

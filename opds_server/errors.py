@@ -22,6 +22,9 @@
     ├── TooManyAttemptsError (429, Retry-After)
     └── LibraryUnavailableError (503, Retry-After)
 
+Errors of other layers map here in one place: ``StoreUnavailableError`` (Redis down where a change
+must reach every instance) becomes a 503 with Retry-After.
+
 Handlers render every error as RFC 9457 ``application/problem+json``; a 5xx is logged with its
 traceback, a 4xx at info. Nothing else catches a broad ``Exception``.
 """
@@ -294,3 +297,18 @@ def handle_api_http_exception(request: Request[Any, Any, Any], exc: HTTPExceptio
     )
     log.info("%s %s -> 400: %s", request.method, request.url.path, detail)
     return problem_response(400, "Invalid request body", "invalid-body", detail, path=request.url.path)
+
+
+def handle_store_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """Redis did not answer where a change had to reach every instance: 503, try again shortly.
+
+    What the database holds is already changed; only the news of it did not reach the store.
+    """
+    log.warning("%s %s -> 503: the cache store is unavailable: %s", request.method, request.url.path, exc)
+    detail = (
+        "the shared cache (Redis) is unavailable: the change is saved, but other servers may accept old"
+        " credentials until they expire (at most 5 minutes); try again shortly"
+    )
+    return problem_response(
+        503, "Cache unavailable", "cache-unavailable", detail, path=request.url.path, headers={"Retry-After": "5"}
+    )
