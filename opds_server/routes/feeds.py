@@ -162,7 +162,6 @@ def feed_router(flavour: Flavour) -> Router:
     @get_and_head("/books/{book_id:int}", name=f"{flavour}-book")
     def book(request: Request[Any, Any, Any], services: Services, book_id: BookIdParam) -> Response[bytes]:
         media_type = vocab.ENTRY_TYPE if flavour is Flavour.ATOM else vocab.OPDS2_PUBLICATION_TYPE
-        services.catalog.book(book_id)  # a 404 before any caching headers
         return _respond(
             request,
             services,
