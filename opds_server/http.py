@@ -32,7 +32,10 @@ CHUNK_SIZE = 256 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 get_and_head = partial(route, http_method=[HttpMethod.GET, HttpMethod.HEAD], sync_to_thread=True)
-"""A route answering GET and HEAD (Litestar routes HEAD only where it is declared)."""
+"""A route answering GET and HEAD (Litestar routes HEAD only where it is declared), run in a thread."""
+
+get_and_head_async = partial(route, http_method=[HttpMethod.GET, HttpMethod.HEAD])
+"""The same for async handlers, which answer on the event loop and send blocking work to a thread."""
 
 
 class AcceptEncodingMiddleware:

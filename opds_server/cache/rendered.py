@@ -49,6 +49,10 @@ class RenderedCache:
                 _, evicted = self._entries.popitem(last=False)
                 self._size -= len(evicted)
 
+    def peek(self, key: str) -> bytes | None:
+        """This process's copy, if any: cheap enough for the event loop."""
+        return self._local(key)
+
     def _local(self, key: str) -> bytes | None:
         with self._lock:
             value = self._entries.get(key)

@@ -245,6 +245,18 @@ class Library:
         self._snapshot: LibrarySnapshot | None = None
         self._lock = threading.Lock()
 
+    def current(self) -> LibrarySnapshot | None:
+        """The loaded snapshot if metadata.db has not changed since (one ``stat``, never blocks
+        longer); ``None`` when ``snapshot()`` must load a new one.
+
+        Raises:
+            LibraryUnavailableError: metadata.db is missing or unreadable.
+        """
+        current = self._snapshot
+        if current is not None and current.fingerprint == self.db.fingerprint():
+            return current
+        return None
+
     def snapshot(self) -> LibrarySnapshot:
         """The snapshot for metadata.db as it is now; loads a new one after a write (blocking).
 

@@ -10,9 +10,12 @@ changing, so only the ETag can tell a client its copy is stale.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Annotated, Any
 
+import anyio.to_thread
+import msgspec
 from litestar import Request, Response, Router
 from litestar.params import Parameter
 
@@ -24,10 +27,11 @@ from feeds.opds2 import render_feed_json, render_publication_json
 from feeds.opensearch import render_search_description
 from opds_server.auth.principal import Principal
 from opds_server.calibre.query import SortOrder
+from opds_server.calibre.snapshot import LibrarySnapshot
 from opds_server.catalog.hrefs import ATOM_PREFIX, JSON_PREFIX, Flavour, Hrefs
 from opds_server.catalog.navigation import CATEGORIES
 from opds_server.catalog.service import BooksRequest
-from opds_server.http import conditional, get_and_head, make_etag
+from opds_server.http import conditional, get_and_head, get_and_head_async, is_fresh, make_etag, validators
 from opds_server.quirks import ClientProfile, client_profile
 from opds_server.routes.params import BookIdParam, CalibreIdParam
 from opds_server.state import Services
@@ -43,6 +47,63 @@ def public_base(request: Request[Any, Any, Any], services: Services) -> str:
     return str(request.base_url).rstrip("/")
 
 
+class _Plan(msgspec.Struct, frozen=True, kw_only=True):
+    """What a feed response needs before any rendering: its validators and how to render it."""
+
+    etag: str
+    last_modified: dt.datetime | None
+    render: Callable[[], bytes]
+
+
+def _plan(
+    request: Request[Any, Any, Any],
+    services: Services,
+    snapshot: LibrarySnapshot,
+    flavour: Flavour,
+    render: Callable[[Hrefs, ClientProfile], bytes],
+    personal: tuple[object, ...] | None,
+) -> _Plan:
+    base = public_base(request, services)
+    profile = client_profile(request)
+    etag_parts = (snapshot.generation, flavour, base, profile, request.url.path, request.url.query)
+    return _Plan(
+        etag=make_etag(*etag_parts, *(("user", *personal) if personal is not None else ()), weak=True),
+        last_modified=snapshot.updated if personal is None else None,
+        render=lambda: render(Hrefs(base, flavour, has_raw_templates=profile.has_raw_templates), profile),
+    )
+
+
+def _vary(response: Response[bytes]) -> Response[bytes]:
+    # The bytes depend on the client's User-Agent (see quirks); compression adds Accept-Encoding.
+    response.headers["Vary"] = "User-Agent"
+    return response
+
+
+async def _respond_async(
+    request: Request[Any, Any, Any],
+    services: Services,
+    flavour: Flavour,
+    media_type: str,
+    render: Callable[[Hrefs, ClientProfile], bytes],
+) -> Response[bytes]:
+    """The catalogue's fast path: on the event loop while metadata.db is unchanged and the bytes are
+    in this process's cache (one ``stat`` and one lookup); everything else in a worker thread."""
+    snapshot = services.library.current()
+    if snapshot is None:
+        snapshot = await anyio.to_thread.run_sync(services.catalog.snapshot)
+    plan = _plan(request, services, snapshot, flavour, render, None)
+    headers = validators(plan.etag, plan.last_modified, FEED_CACHE_CONTROL)
+    if is_fresh(request, plan.etag, plan.last_modified):
+        return _vary(Response(content=b"", status_code=304, headers=headers, media_type=media_type))
+    cached = services.rendered.peek(plan.etag)
+    if cached is not None:
+        body, was_cached = cached, True
+    else:
+        body, was_cached = await anyio.to_thread.run_sync(services.rendered.read_or_render, plan.etag, plan.render)
+    headers["X-Cache"] = "hit" if was_cached else "miss"
+    return _vary(Response(content=body, headers=headers, media_type=media_type))
+
+
 def _respond(
     request: Request[Any, Any, Any],
     services: Services,
@@ -52,23 +113,20 @@ def _respond(
     *,
     personal: tuple[object, ...] | None = None,
 ) -> Response[bytes]:
-    """``personal``: the user id and a digest of their data, when the bytes depend on them."""
-    snapshot = services.catalog.snapshot()
-    base = public_base(request, services)
-    profile = client_profile(request)
-    etag_parts = (snapshot.generation, flavour, base, profile, request.url.path, request.url.query)
-    response = conditional(
-        request,
-        etag=make_etag(*etag_parts, *(("user", *personal) if personal is not None else ()), weak=True),
-        last_modified=snapshot.updated if personal is None else None,
-        cache_control=FEED_CACHE_CONTROL,
-        media_type=media_type,
-        render=lambda: render(Hrefs(base, flavour, has_raw_templates=profile.has_raw_templates), profile),
-        cache=services.rendered,
+    """In a worker thread. ``personal``: the user id and a digest of their data, when the bytes
+    depend on them."""
+    plan = _plan(request, services, services.catalog.snapshot(), flavour, render, personal)
+    return _vary(
+        conditional(
+            request,
+            etag=plan.etag,
+            last_modified=plan.last_modified,
+            cache_control=FEED_CACHE_CONTROL,
+            media_type=media_type,
+            render=plan.render,
+            cache=services.rendered,
+        )
     )
-    # The bytes depend on the client's User-Agent (see quirks); compression adds Accept-Encoding.
-    response.headers["Vary"] = "User-Agent"
-    return response
 
 
 def _render_feed(flavour: Flavour, feed: Feed, profile: ClientProfile) -> bytes:
@@ -107,10 +165,13 @@ def feed_response(
 def feed_router(flavour: Flavour) -> Router:
     """The catalogue's routes in one representation."""
 
-    def respond_feed(
+    async def respond_feed(
         request: Request[Any, Any, Any], services: Services, kind: FeedKind, build: Callable[[Hrefs], Feed]
     ) -> Response[bytes]:
-        return feed_response(request, services, flavour, kind, build)
+        media_type = Hrefs("", flavour).feed_type(kind)
+        return await _respond_async(
+            request, services, flavour, media_type, lambda hrefs, profile: _render_feed(flavour, build(hrefs), profile)
+        )
 
     @get_and_head("/", name=f"{flavour}-root")
     def root(request: Request[Any, Any, Any], services: Services, principal: Principal | None) -> Response[bytes]:
@@ -125,8 +186,8 @@ def feed_router(flavour: Flavour) -> Router:
             personal=(user_id,) if user_id is not None else None,
         )
 
-    @get_and_head("/books", name=f"{flavour}-books")
-    def books(
+    @get_and_head_async("/books", name=f"{flavour}-books")
+    async def books(
         request: Request[Any, Any, Any],
         services: Services,
         sort: SortOrder | None = None,
@@ -155,14 +216,14 @@ def feed_router(flavour: Flavour) -> Router:
             query=search,
             limit=limit,
         )
-        return respond_feed(
+        return await respond_feed(
             request, services, "acquisition", lambda hrefs: services.catalog.books(hrefs, parsed, after=after)
         )
 
-    @get_and_head("/books/{book_id:int}", name=f"{flavour}-book")
-    def book(request: Request[Any, Any, Any], services: Services, book_id: BookIdParam) -> Response[bytes]:
+    @get_and_head_async("/books/{book_id:int}", name=f"{flavour}-book")
+    async def book(request: Request[Any, Any, Any], services: Services, book_id: BookIdParam) -> Response[bytes]:
         media_type = vocab.ENTRY_TYPE if flavour is Flavour.ATOM else vocab.OPDS2_PUBLICATION_TYPE
-        return _respond(
+        return await _respond_async(
             request,
             services,
             flavour,
@@ -171,15 +232,15 @@ def feed_router(flavour: Flavour) -> Router:
         )
 
     def category_handler(name: str) -> Any:
-        @get_and_head(f"/{name}", name=f"{flavour}-{name}")
-        def category(
+        @get_and_head_async(f"/{name}", name=f"{flavour}-{name}")
+        async def category(
             request: Request[Any, Any, Any],
             services: Services,
             initial: Annotated[str | None, Parameter(min_length=1, max_length=1)] = None,
             parent: Annotated[str | None, Parameter(max_length=512)] = None,
             after: AfterParam = None,
         ) -> Response[bytes]:
-            return respond_feed(
+            return await respond_feed(
                 request,
                 services,
                 "navigation",
@@ -191,9 +252,9 @@ def feed_router(flavour: Flavour) -> Router:
     handlers: list[Any] = [root, books, book, *(category_handler(name) for name in CATEGORIES)]
     if flavour is Flavour.ATOM:
 
-        @get_and_head("/opensearch.xml", name="opensearch")
-        def opensearch(request: Request[Any, Any, Any], services: Services) -> Response[bytes]:
-            return _respond(
+        @get_and_head_async("/opensearch.xml", name="opensearch")
+        async def opensearch(request: Request[Any, Any, Any], services: Services) -> Response[bytes]:
+            return await _respond_async(
                 request,
                 services,
                 flavour,
