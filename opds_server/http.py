@@ -146,13 +146,50 @@ def conditional(
 ) -> Response[bytes]:
     """A 304 when the client's copy is current; otherwise the bytes (from ``cache`` by ETag, or
     rendered) with validators and ``X-Cache: hit|miss``."""
+    unchanged = not_modified(
+        request, etag=etag, last_modified=last_modified, cache_control=cache_control, media_type=media_type
+    )
+    if unchanged is not None:
+        return unchanged
+    body, was_cached = cache.read_or_render(etag, render) if cache is not None else (render(), None)
+    return full_response(
+        body,
+        was_cached=was_cached,
+        etag=etag,
+        last_modified=last_modified,
+        cache_control=cache_control,
+        media_type=media_type,
+    )
+
+
+def not_modified(
+    request: Request[Any, Any, Any],
+    *,
+    etag: str,
+    last_modified: dt.datetime | None,
+    cache_control: str,
+    media_type: str,
+) -> Response[bytes] | None:
+    """A 304 with the validators when the client's copy is current; ``None`` otherwise."""
+    if not is_fresh(request, etag, last_modified):
+        return None
     headers = validators(etag, last_modified, cache_control)
-    if is_fresh(request, etag, last_modified):
-        return Response(content=b"", status_code=304, headers=headers, media_type=media_type)
-    if cache is None:
-        return Response(content=render(), headers=headers, media_type=media_type)
-    body, was_cached = cache.read_or_render(etag, render)
-    headers["X-Cache"] = "hit" if was_cached else "miss"
+    return Response(content=b"", status_code=304, headers=headers, media_type=media_type)
+
+
+def full_response(
+    body: bytes,
+    *,
+    was_cached: bool | None,
+    etag: str,
+    last_modified: dt.datetime | None,
+    cache_control: str,
+    media_type: str,
+) -> Response[bytes]:
+    """The bytes with their validators; ``X-Cache`` says where they came from, when a cache was asked."""
+    headers = validators(etag, last_modified, cache_control)
+    if was_cached is not None:
+        headers["X-Cache"] = "hit" if was_cached else "miss"
     return Response(content=body, headers=headers, media_type=media_type)
 
 

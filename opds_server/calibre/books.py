@@ -162,10 +162,15 @@ def _custom_values(rows: _Rows, columns: Iterable[CustomColumn]) -> dict[int, li
     return values
 
 
+def book_file_name(name: object, book_format: object) -> str:
+    """A format's file name in its book folder, as Calibre writes it: ``data.name`` + ``.epub``."""
+    return f"{name}.{str(book_format).lower()}"
+
+
 def _files(library: Path, path: str, rows: Iterable[Row]) -> tuple[BookFile, ...]:
     files = []
     for fmt, _recorded_size, name in rows:
-        file_name = f"{name}.{str(fmt).lower()}"
+        file_name = book_file_name(name, fmt)
         try:
             size = (library / path / file_name).stat().st_size
         except OSError:

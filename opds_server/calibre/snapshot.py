@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pycountry
 
-from opds_server.calibre.books import CustomColumn, parse_timestamp, read_custom_columns, stars
+from opds_server.calibre.books import CustomColumn, book_file_name, parse_timestamp, read_custom_columns, stars
 from opds_server.calibre.database import CalibreDatabase, Row, initial_of
 from opds_server.calibre.model import Category
 from opds_server.calibre.query import BookQuery, count_sql
@@ -148,7 +148,7 @@ def _hidden_books(library: Path, rows: Sequence[Row]) -> tuple[int, ...]:
     for book, path, name, fmt in rows:
         book_id = int(str(book))
         listed.add(book_id)
-        if book_id not in present and (library / str(path) / f"{name}.{str(fmt).lower()}").is_file():
+        if book_id not in present and (library / str(path) / book_file_name(name, fmt)).is_file():
             present.add(book_id)
     return tuple(sorted(listed - present))
 

@@ -12,7 +12,7 @@ import msgspec
 
 from feeds import vocab
 from feeds.model import Feed, Publication, SearchDescription
-from opds_server.calibre.books import read_books
+from opds_server.calibre.books import book_file_name, read_books
 from opds_server.calibre.model import Book
 from opds_server.calibre.query import MAX_QUERY_TERMS, BookQuery, SortOrder, page_sql
 from opds_server.calibre.snapshot import Library, LibrarySnapshot
@@ -211,7 +211,7 @@ def locate_file(catalog: Catalog, book_id: int, book_format: str) -> BookFileLoc
     for path, name, found_format in rows:
         if found_format is None or str(found_format).upper() != wanted:
             continue
-        file_name = f"{name}.{wanted.lower()}"
+        file_name = book_file_name(name, wanted)
         location = catalog.root_path / str(path) / file_name
         if not _inside(catalog.root_path, location) or not location.is_file():
             raise FileMissingError(f"book {book_id}'s {wanted} file is missing from the library folder")

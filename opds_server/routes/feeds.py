@@ -31,7 +31,7 @@ from opds_server.calibre.snapshot import LibrarySnapshot
 from opds_server.catalog.hrefs import ATOM_PREFIX, JSON_PREFIX, Flavour, Hrefs
 from opds_server.catalog.navigation import CATEGORIES
 from opds_server.catalog.service import BooksRequest
-from opds_server.http import conditional, get_and_head, get_and_head_async, is_fresh, make_etag, validators
+from opds_server.http import conditional, full_response, get_and_head, get_and_head_async, make_etag, not_modified
 from opds_server.quirks import ClientProfile, client_profile
 from opds_server.routes.params import BookIdParam, CalibreIdParam
 from opds_server.state import Services
@@ -92,16 +92,30 @@ async def _respond_async(
     if snapshot is None:
         snapshot = await anyio.to_thread.run_sync(services.catalog.snapshot)
     plan = _plan(request, services, snapshot, flavour, render, None)
-    headers = validators(plan.etag, plan.last_modified, FEED_CACHE_CONTROL)
-    if is_fresh(request, plan.etag, plan.last_modified):
-        return _vary(Response(content=b"", status_code=304, headers=headers, media_type=media_type))
+    unchanged = not_modified(
+        request,
+        etag=plan.etag,
+        last_modified=plan.last_modified,
+        cache_control=FEED_CACHE_CONTROL,
+        media_type=media_type,
+    )
+    if unchanged is not None:
+        return _vary(unchanged)
     cached = services.rendered.peek(plan.etag)
     if cached is not None:
         body, was_cached = cached, True
     else:
         body, was_cached = await anyio.to_thread.run_sync(services.rendered.read_or_render, plan.etag, plan.render)
-    headers["X-Cache"] = "hit" if was_cached else "miss"
-    return _vary(Response(content=body, headers=headers, media_type=media_type))
+    return _vary(
+        full_response(
+            body,
+            was_cached=was_cached,
+            etag=plan.etag,
+            last_modified=plan.last_modified,
+            cache_control=FEED_CACHE_CONTROL,
+            media_type=media_type,
+        )
+    )
 
 
 def _respond(
