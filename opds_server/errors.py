@@ -168,6 +168,17 @@ class LibraryUnavailableError(AppError):
         super().__init__(detail, headers={"Retry-After": str(retry_after)})
 
 
+class SearchIndexingError(LibraryUnavailableError):
+    """The search index of a newly indexed library is still being filled; browsing works meanwhile."""
+
+    title = "Search index not ready"
+    slug = "search-indexing"
+
+
+class LibraryBusyError(LibraryUnavailableError):
+    """Calibre holds metadata.db's write lock past the busy timeout: the last good data still serves."""
+
+
 class Problem(msgspec.Struct, frozen=True, kw_only=True):
     """RFC 9457 problem details."""
 

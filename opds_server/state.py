@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import sqlite3
+import threading
 from typing import Any
 
 from litestar import Request
@@ -19,6 +22,7 @@ from opds_server.auth.tokens import Tokens
 from opds_server.cache.rendered import RenderedCache
 from opds_server.cache.store import MemoryStore, RedisStore, Store
 from opds_server.calibre.database import CalibreDatabase
+from opds_server.calibre.index import index_path
 from opds_server.calibre.snapshot import Library
 from opds_server.catalog.hrefs import Flavour, Hrefs
 from opds_server.catalog.service import Catalog
@@ -26,7 +30,11 @@ from opds_server.config import Settings
 from opds_server.db.engine import database_url, make_engine, migrate
 from opds_server.db.library import PersonalLibrary
 from opds_server.db.users import UserStore
+from opds_server.errors import LibraryUnavailableError
 from opds_server.storage.derived import PlaceholderStore, ThumbnailStore
+from opds_server.watcher import LibraryWatcher
+
+log = logging.getLogger(__name__)
 
 
 def utc_now() -> dt.datetime:
@@ -41,8 +49,9 @@ class Services:
             msg = "settings.library must be resolved before the app is built"
             raise ValueError(msg)
         self.settings = settings
-        self.library = Library(CalibreDatabase(settings.library))
+        self.library = Library(CalibreDatabase(settings.library), index_path(settings.data_dir, settings.library))
         self.catalog = Catalog(self.library, settings)
+        self.watcher = LibraryWatcher(settings.library, self.refresh_library)
         self.thumbnails = ThumbnailStore(settings.data_dir / "thumbnails", settings.thumbnail_width)
         self.placeholders = PlaceholderStore(settings.data_dir / "placeholders")
         self.engine = make_engine(database_url(settings.database_url, settings.data_dir))
@@ -80,8 +89,23 @@ class Services:
             ),
         )
 
+    def refresh_library(self) -> None:
+        """Bring the index and the snapshot up to date now (the watcher's callback; also run once
+        at start-up so the first reader does not pay for it)."""
+        try:
+            self.library.snapshot()
+            self.library.fill_search()
+        except (LibraryUnavailableError, sqlite3.Error) as exc:
+            log.warning("library refresh failed: %s", exc)
+
+    def start(self) -> None:
+        """Start the background work: the first refresh, then the watcher."""
+        self.watcher.start()
+        threading.Thread(target=self.refresh_library, name="library-refresh", daemon=True).start()
+
     async def close(self) -> None:
-        self.library.db.close()
+        self.watcher.stop()
+        self.library.close()
         await self.store.close()
         self.rendered.close()
         self.engine.dispose()

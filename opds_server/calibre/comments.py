@@ -2,11 +2,14 @@
 
 nh3 (ammonia) keeps a conservative set of formatting tags and drops scripts, event handlers,
 styles, iframes and ``javascript:`` URLs. ``plain_text`` gives the text for Atom summaries and
-OPDS 2 descriptions.
+OPDS 2 descriptions. Both are memoised by the raw text: the same books are rendered again and
+again (each sort order, both representations, every page that shows them) and nh3 is the
+costliest step of an entry.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 
@@ -24,6 +27,7 @@ _SPACES = re.compile(r"[ \t\r\f\v]+")
 _BLANK_LINES = re.compile(r"\s*\n\s*")
 
 
+@functools.lru_cache(maxsize=4096)
 def sanitise_html(raw: str) -> str:
     """Keep formatting, drop anything that runs or loads: the result is safe to embed in a page."""
     return nh3.clean(
@@ -36,6 +40,7 @@ def sanitise_html(raw: str) -> str:
     ).strip()
 
 
+@functools.lru_cache(maxsize=4096)
 def plain_text(raw: str) -> str:
     """The text of an HTML fragment, one line per block, entities decoded."""
     cleaned = nh3.clean(raw, tags=_TAGS, attributes={}, strip_comments=True)

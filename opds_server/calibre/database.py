@@ -21,6 +21,7 @@ from opds_server.errors import LibraryUnavailableError
 
 BUSY_TIMEOUT_SECONDS = 2.0
 Row = tuple[object, ...]
+Fingerprint = tuple[int, int, int]
 
 
 def initial_of(text: str | None) -> str:
@@ -44,13 +45,13 @@ def fold_text(text: str | None) -> str:
 class CalibreDatabase:
     """A Calibre library's ``metadata.db``, opened read-only per thread."""
 
-    def __init__(self, library: Path, *, busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> None:
+    def __init__(self, library: Path, *, path: Path | None = None, busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> None:
         self.library = library
-        self.path = library / "metadata.db"
+        self.path = path or library / "metadata.db"
         self._busy_timeout = busy_timeout
         self._local = threading.local()
 
-    def fingerprint(self) -> tuple[int, int, int]:
+    def fingerprint(self) -> Fingerprint:
         """(inode, mtime in ns, size) of ``metadata.db``; changes on every Calibre write.
 
         Raises:

@@ -1,7 +1,9 @@
 """Which books a feed shows, in which order: filters, sort orders and keyset SQL.
 
-A ``BookQuery`` is pure data; ``page_sql`` and ``count_sql`` turn it into SQL against Calibre's
-schema. Pages are keyset-paged on (sort keys..., id): no OFFSET and no scan past the page.
+A ``BookQuery`` is pure data; ``page_sql`` and ``count_sql`` turn it into SQL against the library
+index (``opds_server.calibre.index``): ``opds_books`` holds one presorted key per order with an
+index each, so pages are keyset-paged on (sort keys..., id), an index range scan at any depth: no
+OFFSET and no scan past the page. Search terms go through the FTS5 table ``opds_search``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from enum import StrEnum
 
 import msgspec
 
-from opds_server.calibre.database import fold_text
+from opds_server.calibre.index import fts_query
 
 MAX_QUERY_TERMS = 12
 
@@ -23,23 +25,19 @@ class SortOrder(StrEnum):
     PUBLISHED = "published"
     RATING = "rating"
     SERIES = "series"
+    RELEVANCE = "relevance"
 
 
-# (SQL expression, Python type of its value) per key; the id is always the last key.
-_RATING_SQL = (
-    "IFNULL((SELECT r.rating FROM books_ratings_link rl JOIN ratings r ON r.id = rl.rating"
-    " WHERE rl.book = books.id), 0)"
-)
+# Sort keys per order, columns of the index's ``opds_books`` (each order has an index ending in
+# the id); the id is always the last key. Relevance is FTS5's BM25 rank (lower is better).
 _SORT_KEYS: dict[SortOrder, tuple[tuple[str, ...], bool]] = {
-    SortOrder.NEW: (("books.timestamp",), True),
-    SortOrder.TITLE: (("IFNULL(books.sort, books.title) COLLATE NOCASE",), False),
-    SortOrder.AUTHOR: (
-        ("IFNULL(books.author_sort, '') COLLATE NOCASE", "IFNULL(books.sort, books.title) COLLATE NOCASE"),
-        False,
-    ),
-    SortOrder.PUBLISHED: (("IFNULL(books.pubdate, '')",), True),
-    SortOrder.RATING: ((_RATING_SQL, "books.timestamp"), True),
-    SortOrder.SERIES: (("books.series_index",), False),
+    SortOrder.NEW: (("k.ts",), True),
+    SortOrder.TITLE: (("k.title_key",), False),
+    SortOrder.AUTHOR: (("k.author_key", "k.title_key"), False),
+    SortOrder.PUBLISHED: (("k.pub_key",), True),
+    SortOrder.RATING: (("k.rating", "k.ts"), True),
+    SortOrder.SERIES: (("k.series_index",), False),
+    SortOrder.RELEVANCE: (("s.rank",), False),
 }
 
 KeyValue = str | int | float | None
@@ -64,71 +62,47 @@ class BookQuery(msgspec.Struct, frozen=True, kw_only=True):
         return msgspec.structs.replace(self, sort=SortOrder.NEW)
 
 
-def _like(term: str) -> str:
-    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-def _term_clause(term: str) -> tuple[str, list[object]]:
-    # Case and accents are folded on both sides (opds_fold), so "editions" finds "Éditions".
-    pattern = _like(fold_text(term))
-    sql = (
-        "(opds_fold(books.title) LIKE ? ESCAPE '\\'"
-        " OR books.id IN (SELECT l.book FROM books_authors_link l JOIN authors a ON a.id = l.author"
-        "   WHERE opds_fold(a.name) LIKE ? ESCAPE '\\')"
-        " OR books.id IN (SELECT l.book FROM books_series_link l JOIN series s ON s.id = l.series"
-        "   WHERE opds_fold(s.name) LIKE ? ESCAPE '\\')"
-        " OR books.id IN (SELECT l.book FROM books_tags_link l JOIN tags t ON t.id = l.tag"
-        "   WHERE opds_fold(t.name) LIKE ? ESCAPE '\\')"
-        " OR books.id IN (SELECT l.book FROM books_publishers_link l JOIN publishers p ON p.id = l.publisher"
-        "   WHERE opds_fold(p.name) LIKE ? ESCAPE '\\')"
-        " OR books.id IN (SELECT book FROM identifiers WHERE val = ?))"
-    )
-    return sql, [pattern, pattern, pattern, pattern, pattern, term]
-
-
-def _filters(query: BookQuery, hidden: Sequence[int]) -> tuple[list[str], list[object]]:
-    clauses = ["EXISTS (SELECT 1 FROM data WHERE data.book = books.id)"]
+def _filters(query: BookQuery) -> tuple[list[str], list[object]]:
+    """WHERE clauses over ``opds_books k`` (which holds only books the catalogue offers)."""
+    clauses: list[str] = []
     parameters: list[object] = []
-    if hidden:
-        # Ids of books whose every file is missing on disk; integers, so inlining is safe.
-        clauses.append(f"books.id NOT IN ({','.join(str(int(i)) for i in hidden)})")
     simple = (
-        (query.author, "books.id IN (SELECT book FROM books_authors_link WHERE author = ?)"),
-        (query.series, "books.id IN (SELECT book FROM books_series_link WHERE series = ?)"),
-        (query.publisher, "books.id IN (SELECT book FROM books_publishers_link WHERE publisher = ?)"),
-        (
-            query.rating,
-            (
-                "books.id IN (SELECT rl.book FROM books_ratings_link rl JOIN ratings r ON r.id = rl.rating"
-                " WHERE r.rating = ?)"
-            ),
-        ),
-        (query.format, "EXISTS (SELECT 1 FROM data WHERE data.book = books.id AND data.format = ?)"),
+        (query.author, "k.id IN (SELECT book FROM books_authors_link WHERE author = ?)"),
+        (query.series, "k.id IN (SELECT book FROM books_series_link WHERE series = ?)"),
+        (query.publisher, "k.id IN (SELECT book FROM books_publishers_link WHERE publisher = ?)"),
+        (query.rating, "k.rating = ?"),
+        (query.format, "k.id IN (SELECT book FROM data WHERE format = ?)"),
         (
             query.language,
             (
-                "books.id IN (SELECT bl.book FROM books_languages_link bl JOIN languages l ON l.id = bl.lang_code"
+                "k.id IN (SELECT bl.book FROM books_languages_link bl JOIN languages l ON l.id = bl.lang_code"
                 " WHERE l.lang_code = ?)"
             ),
         ),
-        (query.initial, "opds_initial(IFNULL(books.sort, books.title)) = ?"),
+        (query.initial, "k.initial = ?"),
+        (query.tag, "k.id IN (SELECT book FROM opds_tag_paths WHERE path = ?)"),
     )
     for value, clause in simple:
         if value is not None:
             clauses.append(clause)
             parameters.append(value)
-    if query.tag is not None:
-        clauses.append(
-            "books.id IN (SELECT bt.book FROM books_tags_link bt JOIN tags t ON t.id = bt.tag"
-            " WHERE t.name = ? OR t.name LIKE ? ESCAPE '\\')"
-        )
-        parameters.extend([query.tag, _like(query.tag + ".").removeprefix("%")])
-    for term in query.terms:
-        clause, values = _term_clause(term)
-        clauses.append(clause)
-        parameters.extend(values)
+    if query.terms:
+        match = fts_query(query.terms)
+        if match is None:
+            clauses.append("0")  # nothing searchable in the terms (only punctuation): no book matches
+        elif query.sort is SortOrder.RELEVANCE:
+            clauses.append("opds_search MATCH ?")  # the joined search table ``s``
+            parameters.append(match)
+        else:
+            clauses.append("k.id IN (SELECT rowid FROM opds_search WHERE opds_search MATCH ?)")
+            parameters.append(match)
     return clauses, parameters
+
+
+def _source(query: BookQuery) -> str:
+    if query.terms and query.sort is SortOrder.RELEVANCE:
+        return "opds_search s JOIN opds_books k ON k.id = s.rowid"
+    return "opds_books k"
 
 
 def key_count(sort: SortOrder) -> int:
@@ -138,7 +112,6 @@ def key_count(sort: SortOrder) -> int:
 
 def page_sql(
     query: BookQuery,
-    hidden: Sequence[int],
     *,
     after: Sequence[KeyValue] | None,
     limit: int,
@@ -148,14 +121,13 @@ def page_sql(
 
     Args:
         query: filters and order.
-        hidden: ids never shown (every file missing on disk).
         after: the keys and id of the row to start after; ``None`` for the first page.
         limit: rows to fetch.
         backwards: walk the order in reverse from ``after`` (for ``previous`` links).
     """
     expressions, descending = _SORT_KEYS[query.sort]
-    keys = [*expressions, "books.id"]
-    clauses, parameters = _filters(query, hidden)
+    keys = [*expressions, "k.id"]
+    clauses, parameters = _filters(query)
     forward_desc = descending != backwards
     if after is not None:
         placeholders = ", ".join("?" for _ in keys)
@@ -164,13 +136,13 @@ def page_sql(
         parameters.extend(after)
     direction = "DESC" if forward_desc else "ASC"
     order = ", ".join(f"{key} {direction}" for key in keys)
-    where = " AND ".join(clauses)
-    sql = f"SELECT books.id, {', '.join(expressions)} FROM books WHERE {where} ORDER BY {order} LIMIT ?"
+    where = " AND ".join(clauses) or "1"
+    sql = f"SELECT k.id, {', '.join(expressions)} FROM {_source(query)} WHERE {where} ORDER BY {order} LIMIT ?"
     parameters.append(limit)
     return sql, parameters
 
 
-def count_sql(query: BookQuery, hidden: Sequence[int]) -> tuple[str, list[object]]:
+def count_sql(query: BookQuery) -> tuple[str, list[object]]:
     """SQL counting the books a query matches."""
-    clauses, parameters = _filters(query, hidden)
-    return f"SELECT COUNT(*) FROM books WHERE {' AND '.join(clauses)}", parameters
+    clauses, parameters = _filters(query)
+    return f"SELECT COUNT(*) FROM {_source(query)} WHERE {' AND '.join(clauses) or '1'}", parameters

@@ -16,16 +16,17 @@ import logging
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pycountry
 
-from opds_server.calibre.books import CustomColumn, book_file_name, parse_timestamp, read_custom_columns, stars
+from opds_server.calibre.books import CustomColumn, parse_timestamp, read_custom_columns, stars
 from opds_server.calibre.database import CalibreDatabase, Row, initial_of
+from opds_server.calibre.index import IndexState, IndexWriter, pending_search
 from opds_server.calibre.model import Category
 from opds_server.calibre.query import BookQuery, count_sql
-from opds_server.errors import LibraryUnavailableError
+from opds_server.errors import LibraryBusyError
 
 log = logging.getLogger(__name__)
 
@@ -69,24 +70,19 @@ def _categories(rows: Iterable[Row], *, name: Callable[[Row], str] | None = None
     return tuple(sorted(items, key=lambda c: (_sort_key(c.sort), c.key)))
 
 
-def _tag_tree(pairs: Iterable[Row]) -> dict[str, tuple[Category, ...]]:
-    """Hierarchical tags (``Fiction.Fantasy``): children of each node, keyed by the parent's path."""
-    books: dict[str, set[int]] = defaultdict(set)
-    for name, book in pairs:
-        parts = [p for p in str(name).split(".") if p] or [str(name)]
-        for depth in range(1, len(parts) + 1):
-            books[".".join(parts[:depth])].add(int(str(book)))
+def _tag_tree(rows: Iterable[Row]) -> dict[str, tuple[Category, ...]]:
+    """Hierarchical tags (``Fiction.Fantasy``): children of each node, keyed by the parent's path.
+
+    Rows are (path, books under it) for every level, from the index's ``opds_tag_paths``.
+    """
+    counts = {str(path): int(str(count)) for path, count in rows}
+    parents = {path.rpartition(".")[0] for path in counts}
     children: dict[str, list[Category]] = defaultdict(list)
-    for path, members in books.items():
+    for path, count in counts.items():
         parent, _, leaf = path.rpartition(".")
         children[parent].append(
             Category(
-                key=path,
-                name=leaf,
-                sort=leaf,
-                count=len(members),
-                initial=initial_of(leaf),
-                has_children=any(other.startswith(path + ".") for other in books),
+                key=path, name=leaf, sort=leaf, count=count, initial=initial_of(leaf), has_children=path in parents
             )
         )
     return {
@@ -100,26 +96,35 @@ class LibrarySnapshot:
     def __init__(
         self,
         *,
-        fingerprint: Fingerprint,
+        state: IndexState,
         library_uuid: uuid.UUID,
         updated: dt.datetime,
-        hidden: tuple[int, ...],
         book_count: int,
         custom_columns: tuple[CustomColumn, ...],
         categories: dict[str, tuple[Category, ...]],
         tag_children: dict[str, tuple[Category, ...]],
     ) -> None:
-        self.fingerprint = fingerprint
-        self.generation = hashlib.blake2s(repr(fingerprint).encode(), digest_size=8).hexdigest()
+        self.state = state
+        self.fingerprint = state.fingerprint
+        # Named by what metadata.db was, not by this process's history: every instance that reads
+        # the same file agrees on it, so they share rendered bytes in Redis.
+        self.generation = hashlib.blake2s(repr((state.fingerprint, state.revision)).encode(), digest_size=8).hexdigest()
         self.library_uuid = library_uuid
         self.updated = updated
-        self.hidden = hidden
         self.book_count = book_count
         self.custom_columns = custom_columns
         self.categories = categories
         self.tag_children = tag_children
         self._counts: dict[BookQuery, int] = {}
         self._index: dict[str, dict[str, Category]] = {}
+
+    @classmethod
+    def settle(cls, previous: LibrarySnapshot, state: IndexState) -> LibrarySnapshot:
+        """The same generation, now known to be settled (nothing changed since it was loaded)."""
+        settled = cls.__new__(cls)
+        settled.__dict__.update(previous.__dict__)
+        settled.state = state
+        return settled
 
     def category(self, name: str) -> tuple[Category, ...]:
         return self.categories.get(name, ())
@@ -136,100 +141,52 @@ class LibrarySnapshot:
         """Books matching the query's filters, memoised for this generation."""
         key = query.without_sort()
         if key not in self._counts:
-            sql, parameters = count_sql(key, self.hidden)
+            sql, parameters = count_sql(key)
             self._counts[key] = int(str(db.fetch(sql, parameters)[0][0]))
         return self._counts[key]
 
 
-def _hidden_books(library: Path, rows: Sequence[Row]) -> tuple[int, ...]:
-    """Books that list formats but have none of their files on disk (book 17 of the fixture)."""
-    present: set[int] = set()
-    listed: set[int] = set()
-    for book, path, name, fmt in rows:
-        book_id = int(str(book))
-        listed.add(book_id)
-        if book_id not in present and (library / str(path) / book_file_name(name, fmt)).is_file():
-            present.add(book_id)
-    return tuple(sorted(listed - present))
+def load_snapshot(db: CalibreDatabase, state: IndexState) -> LibrarySnapshot:
+    """Category lists from the counts the index keeps up to date: no scan of the books."""
 
+    def counted(
+        category: str, sql: str = "SELECT key, key, key, count FROM opds_counts c WHERE category = ?"
+    ) -> list[Row]:
+        return db.fetch(sql, (category,))
 
-def load_snapshot(db: CalibreDatabase, fingerprint: Fingerprint) -> LibrarySnapshot:
-    """Read everything but the books themselves; a few grouped queries and one stat per file."""
-    hidden = _hidden_books(
-        db.library,
-        db.fetch("SELECT d.book, b.path, d.name, d.format FROM data d JOIN books b ON b.id = d.book"),
-    )
-    visible = "(SELECT book FROM data)" + (f" AND {{col}} NOT IN ({','.join(map(str, hidden))})" if hidden else "")
-
-    def where(column: str) -> str:
-        return f"{column} IN {visible.format(col=column)}"
+    def named(table: str) -> str:
+        return (
+            f"SELECT n.id, n.name, n.sort, c.count FROM opds_counts c JOIN {table} n ON n.id = c.key"
+            " WHERE c.category = ?"
+        )
 
     library_rows = db.fetch("SELECT uuid FROM library_id LIMIT 1")
     library_uuid = uuid.UUID(str(library_rows[0][0])) if library_rows else uuid.UUID(int=0)
-    updated_rows = db.fetch("SELECT MAX(last_modified) FROM books")
+    updated_rows = db.fetch("SELECT value FROM opds_meta WHERE key = 'last_modified'")
     categories = {
-        "authors": _categories(
-            db.fetch(
-                "SELECT a.id, a.name, a.sort, COUNT(*) FROM authors a JOIN books_authors_link l ON l.author = a.id"
-                f" WHERE {where('l.book')} GROUP BY a.id"
-            )
-        ),
-        "series": _categories(
-            db.fetch(
-                "SELECT s.id, s.name, s.sort, COUNT(*) FROM series s JOIN books_series_link l ON l.series = s.id"
-                f" WHERE {where('l.book')} GROUP BY s.id"
-            )
-        ),
-        "publishers": _categories(
-            db.fetch(
-                "SELECT p.id, p.name, p.sort, COUNT(*) FROM publishers p"
-                " JOIN books_publishers_link l ON l.publisher = p.id"
-                f" WHERE {where('l.book')} GROUP BY p.id"
-            )
-        ),
-        "languages": _categories(
-            db.fetch(
-                "SELECT g.lang_code, g.lang_code, NULL, COUNT(*) FROM languages g"
-                " JOIN books_languages_link l ON l.lang_code = g.id"
-                f" WHERE {where('l.book')} GROUP BY g.id"
-            ),
-            name=lambda row: language_name(str(row[0])),
-        ),
+        "authors": _categories(counted("authors", named("authors"))),
+        "series": _categories(counted("series", named("series"))),
+        "publishers": _categories(counted("publishers", named("publishers"))),
+        "languages": _categories(counted("languages"), name=lambda row: language_name(str(row[0]))),
         "ratings": _categories(
-            db.fetch(
-                "SELECT r.rating, r.rating, printf('%02d', 10 - r.rating), COUNT(*) FROM ratings r"
-                " JOIN books_ratings_link l ON l.rating = r.id"
-                f" WHERE r.rating > 0 AND {where('l.book')} GROUP BY r.id"
-            ),
+            counted("ratings", "SELECT key, key, printf('%02d', 10 - key), count FROM opds_counts WHERE category = ?"),
             name=lambda row: f"{stars(int(str(row[0])))} ({int(str(row[0])) / 2:g} stars)",
         ),
-        "formats": _categories(
-            db.fetch(
-                f"SELECT format, format, format, COUNT(DISTINCT book) FROM data WHERE {where('book')} GROUP BY format"
-            )
-        ),
-        "titles": _categories(
-            db.fetch(
-                "SELECT opds_initial(IFNULL(sort, title)), opds_initial(IFNULL(sort, title)),"
-                " opds_initial(IFNULL(sort, title)), COUNT(*)"
-                f" FROM books WHERE {where('id')} GROUP BY 1"
-            )
-        ),
+        "formats": _categories(counted("formats")),
+        "titles": _categories(counted("titles")),
     }
-    tag_children = _tag_tree(
-        db.fetch(f"SELECT t.name, l.book FROM tags t JOIN books_tags_link l ON l.tag = t.id WHERE {where('l.book')}")
-    )
-    book_count = int(str(db.fetch(f"SELECT COUNT(*) FROM books WHERE {where('id')}")[0][0]))
+    tag_children = _tag_tree(counted("tags", "SELECT key, count FROM opds_counts WHERE category = ?"))
+    book_count = sum(category.count for category in categories["titles"])  # one initial per book
+    fingerprint = state.fingerprint
     return LibrarySnapshot(
-        fingerprint=fingerprint,
+        state=state,
         library_uuid=library_uuid,
         # metadata.db's own mtime moves on every write, removals included, which MAX(last_modified)
         # does not: KOReader caches a feed by URL and Last-Modified, so it must change.
         updated=max(
-            parse_timestamp(updated_rows[0][0]) or _EPOCH,
+            parse_timestamp(updated_rows[0][0] if updated_rows else None) or _EPOCH,
             dt.datetime.fromtimestamp(fingerprint[1] / 1e9, tz=dt.UTC).replace(microsecond=0),
         ),
-        hidden=hidden,
         book_count=book_count,
         custom_columns=read_custom_columns(db),
         categories=categories,
@@ -238,46 +195,89 @@ def load_snapshot(db: CalibreDatabase, fingerprint: Fingerprint) -> LibrarySnaps
 
 
 class Library:
-    """The Calibre library being served: its database and its current snapshot."""
+    """The Calibre library being served: its ``metadata.db``, the index derived from it, and the
+    current snapshot.
 
-    def __init__(self, db: CalibreDatabase) -> None:
-        self.db = db
+    ``db`` reads the index, which every feed query goes to; ``source`` is ``metadata.db`` itself,
+    read only by refreshes.
+    """
+
+    def __init__(self, source: CalibreDatabase, index: Path) -> None:
+        self.source = source
+        self.writer = IndexWriter(source, index)
+        self.db = CalibreDatabase(source.library, path=index)
         self._snapshot: LibrarySnapshot | None = None
         self._lock = threading.Lock()
+        self._search_ready = False
 
     def current(self) -> LibrarySnapshot | None:
         """The loaded snapshot if metadata.db has not changed since (one ``stat``, never blocks
-        longer); ``None`` when ``snapshot()`` must load a new one.
+        longer); ``None`` when ``snapshot()`` must refresh.
 
         Raises:
             LibraryUnavailableError: metadata.db is missing or unreadable.
         """
         current = self._snapshot
-        if current is not None and current.fingerprint == self.db.fingerprint():
+        if current is not None and current.state.settled and current.fingerprint == self.source.fingerprint():
             return current
         return None
 
     def snapshot(self) -> LibrarySnapshot:
-        """The snapshot for metadata.db as it is now; loads a new one after a write (blocking).
+        """The snapshot for metadata.db as it is now; refreshes the index after a write (blocking).
 
         Raises:
-            LibraryUnavailableError: metadata.db is missing or unreadable and nothing was loaded yet.
+            LibraryUnavailableError: metadata.db is missing or unreadable and nothing was indexed yet.
         """
-        current = self._snapshot
-        fingerprint = self.db.fingerprint()
-        if current is not None and current.fingerprint == fingerprint:
+        current = self.current()
+        if current is not None:
             return current
         with self._lock:
+            current = self.current()
+            if current is not None:
+                return current
             current = self._snapshot
-            if current is not None and current.fingerprint == fingerprint:
-                return current
             try:
-                fresh = load_snapshot(self.db, fingerprint)
-            except LibraryUnavailableError:
-                if current is None:
+                state = self.writer.refresh()
+            except LibraryBusyError as exc:
+                # Calibre holds its lock past the busy timeout: the index keeps the last good
+                # state, and so does this process. (Gone or damaged is a 503 until it is back.)
+                fallback = current or self._indexed()
+                if fallback is None:
                     raise
-                log.warning("metadata.db changed but could not be read; serving the previous generation")
-                return current
+                log.warning("metadata.db could not be read (%s); serving the last indexed state", exc)
+                self._snapshot = fallback
+                return fallback
+            if (
+                current is not None
+                and current.state.fingerprint == state.fingerprint
+                and current.state.revision == state.revision
+            ):
+                fresh = LibrarySnapshot.settle(current, state)
+            else:
+                fresh = load_snapshot(self.db, state)
+                self._search_ready = False
+                log.info("library generation %s: %d books", fresh.generation, fresh.book_count)
             self._snapshot = fresh
-            log.info("library generation %s: %d books", fresh.generation, fresh.book_count)
             return fresh
+
+    def search_ready(self) -> bool:
+        """Whether every offered book is in the search index (after a rebuild of a large library
+        it is filled in the background; see ``IndexWriter.fill_search``)."""
+        if self._search_ready:
+            return True
+        self._search_ready = pending_search(self.writer.path) == 0
+        return self._search_ready
+
+    def fill_search(self) -> None:
+        """Fill the search index of a rebuilt index, chunk by chunk (a background thread's job)."""
+        self.writer.fill_search()
+        self._search_ready = pending_search(self.writer.path) == 0
+
+    def _indexed(self) -> LibrarySnapshot | None:
+        """The index as a previous run left it, when metadata.db cannot be read now."""
+        state = self.writer.state()
+        return load_snapshot(self.db, state) if state is not None else None
+
+    def close(self) -> None:
+        self.db.close()
+        self.source.close()

@@ -33,6 +33,7 @@ SORT_TITLES: dict[SortOrder, str] = {
     SortOrder.PUBLISHED: "Publication date",
     SortOrder.RATING: "Rating",
     SortOrder.SERIES: "Series order",
+    SortOrder.RELEVANCE: "Relevance",
 }
 
 
@@ -86,7 +87,11 @@ def _facets(
 ) -> list[Facet]:
     feed_type = hrefs.feed_type("acquisition")
     base = {k: v for k, v in params.items() if k != "after"}
-    orders = [o for o in SortOrder if o is not SortOrder.SERIES or query.series is not None]
+    orders = [
+        o
+        for o in SortOrder
+        if (o is not SortOrder.SERIES or query.series is not None) and (o is not SortOrder.RELEVANCE or query.terms)
+    ]
     facets = [
         Facet(
             group="Sort by",
@@ -98,8 +103,8 @@ def _facets(
         for order in orders
     ]
     if query.terms:
-        # Each filter option costs a count of the search; until the search index of the "live
-        # library and speed" issue, search results are only re-sortable.
+        # Each filter option would cost a count over the matches of a search nobody may repeat:
+        # search results are re-sortable, and narrowed by adding words.
         return facets
     for group, field, items, label in (
         ("Format", "format", snapshot.category("formats"), "All formats"),
@@ -160,7 +165,7 @@ def _previous_after(
     db: CalibreDatabase, snapshot: LibrarySnapshot, query: BookQuery, first: Row, *, page: int, limit: int
 ) -> str | None:
     """The cursor of the page before the one starting at ``first``; ``None`` for the first page."""
-    sql, parameters = page_sql(query, snapshot.hidden, after=_row_keys(first), limit=limit + 1, backwards=True)
+    sql, parameters = page_sql(query, after=_row_keys(first), limit=limit + 1, backwards=True)
     before = db.fetch(sql, parameters)
     if len(before) <= limit or page <= 2:
         return None
@@ -239,7 +244,7 @@ def build_books_feed(
         if not isinstance(cursor.keys[-1], int):
             raise InvalidCursorError(f"after={after[:40]!r} is a cursor of another feed, not of this one")
         keys, page = cursor.keys, cursor.page
-    sql, parameters = page_sql(query, snapshot.hidden, after=keys, limit=limit + 1)
+    sql, parameters = page_sql(query, after=keys, limit=limit + 1)
     rows = db.fetch(sql, parameters)
     has_next, rows = len(rows) > limit, rows[:limit]
     publications = read_publications(db, snapshot, hrefs, [int(str(row[0])) for row in rows], count_pages=count_pages)

@@ -115,10 +115,10 @@ def read_offered(db: CalibreDatabase, snapshot: LibrarySnapshot, book_ids: Seque
         return []
     # One JSON parameter rather than one per id: a long list stays under SQLite's variable limit.
     rows = db.fetch(
-        "SELECT id FROM books WHERE id IN (SELECT value FROM json_each(?)) AND id IN (SELECT book FROM data)",
+        "SELECT id FROM opds_books WHERE id IN (SELECT value FROM json_each(?))",
         (msgspec.json.encode(list(book_ids)).decode(),),
     )
-    present = {int(str(row[0])) for row in rows} - set(snapshot.hidden)
+    present = {int(str(row[0])) for row in rows}
     return [book_id for book_id in book_ids if book_id in present]
 
 

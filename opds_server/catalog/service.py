@@ -28,6 +28,7 @@ from opds_server.errors import (
     FileMissingError,
     FormatNotFoundError,
     InvalidQueryError,
+    SearchIndexingError,
 )
 from opds_server.storage.comics import read_page_names
 
@@ -96,7 +97,7 @@ class Catalog:
     def root(self, hrefs: Hrefs, *, user_id: int | None = None) -> Feed:
         """The root feed; a logged-in user's (``user_id``) also leads to their own feeds."""
         snapshot = self.snapshot()
-        sql, parameters = page_sql(BookQuery(), snapshot.hidden, after=None, limit=ROOT_GROUP_SIZE)
+        sql, parameters = page_sql(BookQuery(), after=None, limit=ROOT_GROUP_SIZE)
         rows = self.library.db.fetch(sql, parameters)
         books = read_books(self.library.db, [int(str(r[0])) for r in rows], snapshot.custom_columns)
         ordered = [books[b] for row in rows if (b := int(str(row[0]))) in books]
@@ -125,11 +126,21 @@ class Catalog:
     def books(self, hrefs: Hrefs, request: BooksRequest, *, after: str | None) -> Feed:
         snapshot = self.snapshot()
         terms = _terms(request.query) if request.query is not None else ()
+        if terms and not self.library.search_ready():
+            raise SearchIndexingError(
+                "the search index of this library is still being built (it is, once, after the first start);"
+                " browsing works meanwhile",
+                retry_after=15,
+            )
         default_sort = SortOrder.NEW
-        if request.series is not None:
+        if terms:
+            default_sort = SortOrder.RELEVANCE
+        elif request.series is not None:
             default_sort = SortOrder.SERIES
-        elif terms or request.initial is not None:
+        elif request.initial is not None:
             default_sort = SortOrder.TITLE
+        if request.sort is SortOrder.RELEVANCE and not terms:
+            raise InvalidQueryError("sort=relevance needs a query: relevance ranks the books a search finds")
         query = BookQuery(
             sort=request.sort or default_sort,
             author=request.author,
@@ -202,6 +213,7 @@ def locate_file(catalog: Catalog, book_id: int, book_format: str) -> BookFileLoc
         FileMissingError: Calibre lists the format but its file is gone from disk.
     """
     wanted = book_format.upper()
+    catalog.snapshot()  # the index is up to date with metadata.db (one stat when it is)
     rows = catalog.library.db.fetch(
         "SELECT b.path, d.name, d.format FROM books b LEFT JOIN data d ON d.book = b.id WHERE b.id = ?",
         (book_id,),
@@ -228,6 +240,7 @@ def locate_cover(catalog: Catalog, book_id: int) -> Path:
         BookNotFoundError: no such book.
         CoverNotFoundError: the book has no cover.
     """
+    catalog.snapshot()
     rows = catalog.library.db.fetch("SELECT path, has_cover FROM books WHERE id = ?", (book_id,))
     if not rows:
         raise BookNotFoundError(f"book {book_id} is not in the library")

@@ -90,6 +90,7 @@ def _titles(services: Services, book_ids: Sequence[int]) -> dict[int, str]:
     """Titles of the books that are still in the Calibre library."""
     if not book_ids:
         return {}
+    services.catalog.snapshot()  # the index is up to date with metadata.db
     return {book_id: book.title for book_id, book in read_books(services.library.db, book_ids, ()).items()}
 
 
