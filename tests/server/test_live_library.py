@@ -18,7 +18,7 @@ import pytest
 
 from tests.benchmark.library import run_calibre
 from tests.conftest import LiveServer, copy_fixture_library, start_server, stop_server
-from tests.server.reading import atom_at
+from tests.server.reading import atom_at, strings
 
 NEWEST = "/opds/books?sort=new"
 
@@ -32,10 +32,7 @@ def server(tmp_path: Path) -> Iterator[LiveServer]:
 
 
 def newest_titles(http: httpx.Client) -> list[str]:
-    feed = atom_at(http, NEWEST)
-    return [
-        str(t) for t in feed.xpath("/a:feed/a:entry/a:title/text()", namespaces={"a": "http://www.w3.org/2005/Atom"})
-    ]
+    return strings(atom_at(http, NEWEST), "/a:feed/a:entry/a:title/text()")
 
 
 def epub_of(library: Path) -> Path:
