@@ -80,7 +80,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             backend="brotli",
             brotli_gzip_fallback=True,
             minimum_size=512,
-            exclude=["/download", "/covers", "/pse"],
+            # Feeds are compressed once and cached compressed (routes/feeds.py); files are sent as they are.
+            exclude=["/opds", "/download", "/covers", "/pse"],
         ),
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(

@@ -25,7 +25,7 @@ from litestar.enums import HttpMethod
 from litestar.response.base import ASGIResponse
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
-from opds_server.cache.rendered import RenderedCache
+from opds_server.cache.rendered import RenderedCache, encode
 from opds_server.errors import RangeNotSatisfiableError
 
 CHUNK_SIZE = 256 * 1024
@@ -152,6 +152,9 @@ def conditional(
     if unchanged is not None:
         return unchanged
     body, was_cached = cache.read_or_render(etag, render) if cache is not None else (render(), None)
+    coding = preferred_coding(request) if len(body) >= COMPRESS_FROM else None
+    if coding is not None:
+        body = cache.encoded(etag, body, coding) if cache is not None else encode(body, coding)
     return full_response(
         body,
         was_cached=was_cached,
@@ -159,6 +162,7 @@ def conditional(
         last_modified=last_modified,
         cache_control=cache_control,
         media_type=media_type,
+        coding=coding,
     )
 
 
@@ -177,6 +181,22 @@ def not_modified(
     return Response(content=b"", status_code=304, headers=headers, media_type=media_type)
 
 
+COMPRESS_FROM = 512
+"""Bytes below which a feed is sent as it is: compressing a small body saves less than it costs."""
+
+
+def preferred_coding(request: Request[Any, Any, Any]) -> str | None:
+    """``br`` or ``gzip``, whichever the client prefers (``AcceptEncodingMiddleware`` has ordered
+    and filtered its ``Accept-Encoding``); ``None`` for identity."""
+    for name in request.headers.get("accept-encoding", "").split(","):
+        coding = name.strip()
+        if coding in {"br", "gzip"}:
+            return coding
+        if coding == "identity":
+            return None
+    return None
+
+
 def full_response(
     body: bytes,
     *,
@@ -185,11 +205,15 @@ def full_response(
     last_modified: dt.datetime | None,
     cache_control: str,
     media_type: str,
+    coding: str | None = None,
 ) -> Response[bytes]:
-    """The bytes with their validators; ``X-Cache`` says where they came from, when a cache was asked."""
+    """The bytes with their validators; ``X-Cache`` says where they came from, when a cache was asked.
+    ``coding``: ``body`` is already compressed with it (feeds are compressed once, then cached)."""
     headers = validators(etag, last_modified, cache_control)
     if was_cached is not None:
         headers["X-Cache"] = "hit" if was_cached else "miss"
+    if coding is not None:
+        headers["Content-Encoding"] = coding
     return Response(content=body, headers=headers, media_type=media_type)
 
 

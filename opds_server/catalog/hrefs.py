@@ -8,6 +8,7 @@ clients and by the conformance checker).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from enum import StrEnum
 from urllib.parse import quote, urlencode
@@ -26,6 +27,12 @@ class Flavour(StrEnum):
     JSON = "json"
 
 
+@functools.lru_cache(maxsize=16384)
+def _query_string(items: tuple[tuple[str, str], ...]) -> str:
+    """Memoised: every entry links its authors, series and tags, and the same ones recur."""
+    return urlencode(items, quote_via=quote)
+
+
 class Hrefs:
     """Absolute links for one representation of the catalogue."""
 
@@ -42,8 +49,8 @@ class Hrefs:
 
     def feed(self, path: str = "", params: Mapping[str, ParamValue] | None = None) -> str:
         """A feed URL: ``path`` is relative to the representation's root (``""``, ``"/books"``)."""
-        query = sorted((k, str(v)) for k, v in (params or {}).items() if v is not None and v != "")
-        return self.prefix + path + ("?" + urlencode(query, quote_via=quote) if query else "")
+        query = tuple(sorted((k, str(v)) for k, v in (params or {}).items() if v is not None and v != ""))
+        return self.prefix + path + ("?" + _query_string(query) if query else "")
 
     def feed_type(self, kind: FeedKind) -> str:
         if self.flavour is Flavour.JSON:

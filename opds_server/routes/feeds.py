@@ -31,7 +31,16 @@ from opds_server.calibre.snapshot import LibrarySnapshot
 from opds_server.catalog.hrefs import ATOM_PREFIX, JSON_PREFIX, Flavour, Hrefs
 from opds_server.catalog.navigation import CATEGORIES
 from opds_server.catalog.service import BooksRequest
-from opds_server.http import conditional, full_response, get_and_head, get_and_head_async, make_etag, not_modified
+from opds_server.http import (
+    COMPRESS_FROM,
+    conditional,
+    full_response,
+    get_and_head,
+    get_and_head_async,
+    make_etag,
+    not_modified,
+    preferred_coding,
+)
 from opds_server.quirks import ClientProfile, client_profile
 from opds_server.routes.params import BookIdParam, CalibreIdParam
 from opds_server.state import Services
@@ -74,8 +83,8 @@ def _plan(
 
 
 def _vary(response: Response[bytes]) -> Response[bytes]:
-    # The bytes depend on the client's User-Agent (see quirks); compression adds Accept-Encoding.
-    response.headers["Vary"] = "User-Agent"
+    # The bytes depend on the client's User-Agent (see quirks) and on the codings it accepts.
+    response.headers["Vary"] = "Accept-Encoding, User-Agent"
     return response
 
 
@@ -101,11 +110,18 @@ async def _respond_async(
     )
     if unchanged is not None:
         return _vary(unchanged)
+    wanted = preferred_coding(request)
     cached = services.rendered.peek(plan.etag)
     if cached is not None:
         body, was_cached = cached, True
     else:
         body, was_cached = await anyio.to_thread.run_sync(services.rendered.read_or_render, plan.etag, plan.render)
+    coding = wanted if len(body) >= COMPRESS_FROM else None
+    if coding is not None:
+        encoded = services.rendered.peek_encoded(plan.etag, coding)
+        if encoded is None:
+            encoded = await anyio.to_thread.run_sync(services.rendered.encoded, plan.etag, body, coding)
+        body = encoded
     return _vary(
         full_response(
             body,
@@ -114,6 +130,7 @@ async def _respond_async(
             last_modified=plan.last_modified,
             cache_control=FEED_CACHE_CONTROL,
             media_type=media_type,
+            coding=coding,
         )
     )
 

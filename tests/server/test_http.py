@@ -101,6 +101,9 @@ def test_feed_is_compressed_with_the_asked_coding(client: httpx.Client, path: st
     assert "accept-encoding" in response.headers["vary"].lower()
     assert int(response.headers["content-length"]) == len(raw)
     assert DECODERS[coding](raw) == identity_body(client, path)
+    # Compressed once, then sent from the cache as the same bytes.
+    again, raw_again = fetch_raw(client, path, {"Accept-Encoding": coding})
+    assert (again.headers["x-cache"], again.headers["content-encoding"], raw_again) == ("hit", coding, raw)
 
 
 @pytest.mark.parametrize(
