@@ -30,6 +30,7 @@ from opds_server.errors import (
     handle_store_unavailable,
     handle_unexpected,
 )
+from opds_server.fastpath import FastPathMiddleware
 from opds_server.http import AcceptEncodingMiddleware, HeadMiddleware
 from opds_server.routes.api import SECURITY_COMPONENTS
 from opds_server.routes.api_auth import auth_routers
@@ -75,7 +76,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             HTTPException: handle_http_exception,
             Exception: handle_unexpected,
         },
-        middleware=[HeadMiddleware, AuthenticationMiddleware, AcceptEncodingMiddleware],
+        middleware=[FastPathMiddleware, HeadMiddleware, AuthenticationMiddleware, AcceptEncodingMiddleware],
         compression_config=CompressionConfig(
             backend="brotli",
             brotli_gzip_fallback=True,

@@ -81,20 +81,20 @@ class AuthenticationMiddleware:
             if header is not None:
                 principal = await services.authenticator.authenticate(header, _address(http))
             elif needed is not None and await self._login_required(services, path, needed):
-                await self._refuse(http, send, services, 401, "a login is needed")
+                await refuse(http, send, services, 401, "a login is needed")
                 return
         except AuthenticationError as exc:
             if needed is not None or header is not None:
-                await self._refuse(http, send, services, 401, str(exc))
+                await refuse(http, send, services, 401, str(exc))
                 return
         except RateLimitedError as exc:
-            await self._refuse(http, send, services, 429, str(exc), retry_after=exc.retry_after)
+            await refuse(http, send, services, 429, str(exc), retry_after=exc.retry_after)
             return
         except StoreUnavailableError:
-            await self._refuse(http, send, services, 503, "the credential store is unavailable", retry_after=5)
+            await refuse(http, send, services, 503, "the credential store is unavailable", retry_after=5)
             return
         if principal is not None and needed is not None and not principal.can(needed):
-            await self._refuse(http, send, services, 403, f"this credential may not use {path} (needs '{needed}')")
+            await refuse(http, send, services, 403, f"this credential may not use {path} (needs '{needed}')")
             return
         http["user"] = principal  # Litestar reads scope["user"]
         await self.app(scope, receive, send)
@@ -108,46 +108,44 @@ class AuthenticationMiddleware:
         required: bool = await services.authenticator.is_required()
         return required
 
-    @staticmethod
-    async def _refuse(
-        scope: HTTPScope,
-        send: Send,
-        services: Any,
-        status: int,
-        detail: str,
-        *,
-        retry_after: int | None = None,
-    ) -> None:
-        path = scope["path"]
-        realm = services.settings.library_name.replace('"', "'")
-        headers: list[tuple[bytes, bytes]] = []
-        if status == 401:
-            challenge = f'Basic realm="{realm}", charset="UTF-8"'
-            if _ACCOUNT.match(path):
-                challenge = f'Bearer realm="{realm}", {challenge}'
-            headers.append((b"www-authenticate", challenge.encode()))
-        if retry_after is not None:
-            headers.append((b"retry-after", str(retry_after).encode()))
-        if status == 401 and path.startswith("/opds"):
-            body = render_authentication_document(services.auth_document(_base(scope, services)))
-            media_type = vocab.AUTHENTICATION_TYPE
-        else:
-            titles = {401: "Login needed", 403: "Forbidden", 429: "Too many attempts", 503: "Unavailable"}
-            slug = {401: "unauthorized", 403: "forbidden", 429: "rate-limited", 503: "unavailable"}[status]
-            problem = Problem(
-                type=f"about:blank#{slug}", title=titles[status], status=status, detail=detail, instance=path
-            )
-            body, media_type = msgspec.json.encode(problem), PROBLEM_TYPE
-        log.info("%s %s -> %d: %s", scope["method"], path, status, detail)
-        headers += [(b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send(
-            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body, "more_body": False}
-        )
-
 
 def _base(scope: HTTPScope, services: Any) -> str:
     if services.settings.base_url:
         return str(services.settings.base_url)
     host = _header(scope, b"host") or "localhost"
     return f"{scope['scheme']}://{host}{scope.get('root_path', '')}"
+
+
+async def refuse(
+    scope: HTTPScope,
+    send: Send,
+    services: Any,
+    status: int,
+    detail: str,
+    *,
+    retry_after: int | None = None,
+) -> None:
+    """Answer with an error, as this middleware refuses: a 401 on OPDS paths carries the
+    Authentication Document and a Basic (or Bearer) challenge, anything else a problem document."""
+    path = scope["path"]
+    realm = services.settings.library_name.replace('"', "'")
+    headers: list[tuple[bytes, bytes]] = []
+    if status == 401:
+        challenge = f'Basic realm="{realm}", charset="UTF-8"'
+        if _ACCOUNT.match(path):
+            challenge = f'Bearer realm="{realm}", {challenge}'
+        headers.append((b"www-authenticate", challenge.encode()))
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    if status == 401 and path.startswith("/opds"):
+        body = render_authentication_document(services.auth_document(_base(scope, services)))
+        media_type = vocab.AUTHENTICATION_TYPE
+    else:
+        titles = {401: "Login needed", 403: "Forbidden", 429: "Too many attempts", 503: "Unavailable"}
+        slug = {401: "unauthorized", 403: "forbidden", 429: "rate-limited", 503: "unavailable"}[status]
+        problem = Problem(type=f"about:blank#{slug}", title=titles[status], status=status, detail=detail, instance=path)
+        body, media_type = msgspec.json.encode(problem), PROBLEM_TYPE
+    log.info("%s %s -> %d: %s", scope["method"], path, status, detail)
+    headers += [(b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body, "more_body": False})
