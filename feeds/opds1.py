@@ -61,80 +61,104 @@ def _facet(facet: Facet) -> etree._Element:
     return element
 
 
-def _authors(publication: Publication, *, joins_authors: bool) -> list[etree._Element]:
+_ATOM = f"{{{vocab.ATOM_NS}}}"
+_DCNS = f"{{{vocab.DC_NS}}}"
+
+
+def _add(parent: etree._Element, tag: str, text: str | None = None, **attributes: str) -> etree._Element:
+    """A child element (entries are built with SubElement: several times faster than ElementMaker,
+    which matters at 50 entries a page)."""
+    element = etree.SubElement(parent, tag, attributes or None)
+    if text is not None:
+        element.text = text
+    return element
+
+
+def _add_authors(entry: etree._Element, publication: Publication, *, joins_authors: bool) -> None:
     if joins_authors and len(publication.authors) > 1:
-        return [_E.author(_E.name(" & ".join(author.name for author in publication.authors)))]
-    elements = []
-    for author in publication.authors:
-        parts: list[Any] = [_E.name(author.name)]
-        if author.href:
-            parts.append(_E.uri(author.href))
-        elements.append(_E.author(*parts))
-    return elements or [_E.author(_E.name(_UNKNOWN_AUTHOR))]
+        author = _add(entry, _ATOM + "author")
+        _add(author, _ATOM + "name", " & ".join(a.name for a in publication.authors))
+        return
+    for contributor in publication.authors:
+        author = _add(entry, _ATOM + "author")
+        _add(author, _ATOM + "name", contributor.name)
+        if contributor.href:
+            _add(author, _ATOM + "uri", contributor.href)
+    if not publication.authors:
+        _add(_add(entry, _ATOM + "author"), _ATOM + "name", _UNKNOWN_AUTHOR)
 
 
-def _dublin_core(publication: Publication) -> list[etree._Element]:
-    elements = [_DC.identifier(identifier) for identifier in publication.identifiers]
-    elements.extend(_DC.language(language) for language in publication.languages)
+def _add_dublin_core(entry: etree._Element, publication: Publication) -> None:
+    for identifier in publication.identifiers:
+        _add(entry, _DCNS + "identifier", identifier)
+    for language in publication.languages:
+        _add(entry, _DCNS + "language", language)
     if publication.publisher:
-        elements.append(_DC.publisher(publication.publisher))
+        _add(entry, _DCNS + "publisher", publication.publisher)
     if publication.issued is not None:
-        elements.append(_DC.issued(_issued(publication.issued)))
-    return elements
+        _add(entry, _DCNS + "issued", _issued(publication.issued))
 
 
-def _publication_links(publication: Publication) -> list[etree._Element]:
-    links = [_link(link) for link in publication.alternate]
+def _add_link(parent: etree._Element, link: Link) -> None:
+    attributes = {"href": link.href}
+    if link.rel:
+        attributes["rel"] = link.rel
+    if link.type:
+        attributes["type"] = link.type
+    if link.title:
+        attributes["title"] = link.title
+    if link.length is not None:
+        attributes["length"] = str(link.length)
+    _add(parent, _ATOM + "link", **attributes)
+
+
+def _add_publication_links(entry: etree._Element, publication: Publication) -> None:
+    for link in publication.alternate:
+        _add_link(entry, link)
     if publication.series and publication.series.href:
         title = f"Series: {publication.series.name}"
-        links.append(
-            _link(
-                Link(
-                    href=publication.series.href,
-                    rel=vocab.REL_RELATED,
-                    type=publication.series.type,
-                    title=title,
-                )
-            )
+        _add_link(
+            entry, Link(href=publication.series.href, rel=vocab.REL_RELATED, type=publication.series.type, title=title)
         )
-    links.extend(_E.link(rel=_IMAGE_RELS[i.rel], href=i.href, type=i.type) for i in publication.images)
+    for image in publication.images:
+        _add(entry, _ATOM + "link", rel=_IMAGE_RELS[image.rel], href=image.href, type=image.type)
     for acquisition in publication.acquisitions:
-        attrs = {"rel": vocab.REL_ACQUISITION, "href": acquisition.href, "type": acquisition.type}
+        attributes = {"rel": vocab.REL_ACQUISITION, "href": acquisition.href, "type": acquisition.type}
         if acquisition.length is not None:
-            attrs["length"] = str(acquisition.length)
+            attributes["length"] = str(acquisition.length)
         if acquisition.title:
-            attrs["title"] = acquisition.title
-        links.append(_E.link(**attrs))
+            attributes["title"] = acquisition.title
+        _add(entry, _ATOM + "link", **attributes)
     if publication.page_stream is not None:
-        stream = _E.link(rel=vocab.REL_PSE_STREAM, href=publication.page_stream.href, type=publication.page_stream.type)
+        stream = _add(
+            entry, _ATOM + "link", rel=vocab.REL_PSE_STREAM, href=publication.page_stream.href,
+            type=publication.page_stream.type,
+        )  # fmt: skip
         stream.set(f"{{{vocab.PSE_NS}}}count", str(publication.page_stream.count))
-        links.append(stream)
-    return links
 
 
-def _content(publication: Publication) -> list[etree._Element]:
-    elements = []
-    if publication.summary:
-        elements.append(_E.summary(publication.summary, type="text"))
-    if publication.content_html:
-        elements.append(_E.content(publication.content_html, type="html"))
-    return elements
-
-
-def _publication_entry(publication: Publication, *, joins_authors: bool = False) -> etree._Element:
-    parts: list[Any] = [
-        _E.title(publication.title),
-        _E.id(publication.id),
-        _E.updated(_timestamp(publication.updated)),
-    ]
+def _publication_entry(
+    publication: Publication, *, joins_authors: bool = False, parent: etree._Element | None = None
+) -> etree._Element:
+    """The entry of a publication, appended to ``parent`` (a feed) or standing alone."""
+    if parent is None:
+        entry: etree._Element = _E.entry()
+    else:
+        entry = etree.SubElement(parent, _ATOM + "entry")
+    _add(entry, _ATOM + "title", publication.title)
+    _add(entry, _ATOM + "id", publication.id)
+    _add(entry, _ATOM + "updated", _timestamp(publication.updated))
     if publication.published is not None:
-        parts.append(_E.published(_timestamp(publication.published)))
-    parts.extend(_authors(publication, joins_authors=joins_authors))
-    parts.extend(_dublin_core(publication))
-    parts.extend(_E.category(term=subject.term, label=subject.label) for subject in publication.subjects)
-    parts.extend(_content(publication))
-    parts.extend(_publication_links(publication))
-    entry: etree._Element = _E.entry(*parts)
+        _add(entry, _ATOM + "published", _timestamp(publication.published))
+    _add_authors(entry, publication, joins_authors=joins_authors)
+    _add_dublin_core(entry, publication)
+    for subject in publication.subjects:
+        _add(entry, _ATOM + "category", term=subject.term, label=subject.label)
+    if publication.summary:
+        _add(entry, _ATOM + "summary", publication.summary, type="text")
+    if publication.content_html:
+        _add(entry, _ATOM + "content", publication.content_html, type="html")
+    _add_publication_links(entry, publication)
     return entry
 
 
@@ -184,8 +208,10 @@ def render_feed_atom(feed: Feed, *, joins_authors: bool = False) -> bytes:
         parts.append(_OS.itemsPerPage(str(feed.page.items_per_page)))
         parts.append(_OS.startIndex(str(feed.page.start_index)))
     parts.extend(_navigation_entry(entry) for entry in feed.navigation)
-    parts.extend(_publication_entry(p, joins_authors=joins_authors) for p in feed.publications)
-    return _serialize(_E.feed(*parts))
+    root: etree._Element = _E.feed(*parts)
+    for publication in feed.publications:
+        _publication_entry(publication, joins_authors=joins_authors, parent=root)
+    return _serialize(root)
 
 
 def render_entry_atom(publication: Publication, *, joins_authors: bool = False) -> bytes:
