@@ -6,6 +6,8 @@ browsing on, so the same feed is fetched with and without credentials in the sam
 cache) and on its revalidation (a 304, the cheapest answer, where authentication weighs most).
 Runs alternate with and without credentials; the medians and their ratio are printed. Every
 server listens on 127.0.0.1 only.
+
+``generate PATH --books N``: write a large Calibre library to benchmark against (``library.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.benchmark.library import CalibreNotFoundError, generate_library
+from tests.benchmark.suite import add_freshness_command, add_suite_command
 from tests.conftest import FIXTURE_LIBRARY, ROOT, start_server, stop_server
 
 _REQUESTS = re.compile(r"Requests/sec:\s+([\d.]+)")
@@ -98,11 +102,29 @@ def bench_auth(rounds: int, seconds: int) -> int:
     return 0
 
 
+def run_generate(options: argparse.Namespace) -> int:
+    try:
+        generate_library(options.path, options.books, seed=options.seed)
+    except (CalibreNotFoundError, FileExistsError) as error:
+        print(error, file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(arguments: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m tests.benchmark")
     commands = parser.add_subparsers(dest="benchmark", required=True)
     auth = commands.add_parser("auth", help="HTTP Basic against no auth on the same feed")
     auth.add_argument("--rounds", type=int, default=3)
     auth.add_argument("--seconds", type=int, default=5)
+    add_suite_command(commands)
+    add_freshness_command(commands)
+    generate = commands.add_parser("generate", help="write a large Calibre library into a new folder")
+    generate.add_argument("path", type=Path, help="a folder that is missing or empty")
+    generate.add_argument("--books", type=int, default=100_000)
+    generate.add_argument("--seed", type=int, default=1, help="the same seed writes the same books")
+    generate.set_defaults(run=run_generate)
     parsed = parser.parse_args(arguments)
+    if hasattr(parsed, "run"):
+        return int(parsed.run(parsed))
     return bench_auth(parsed.rounds, parsed.seconds)
