@@ -8,6 +8,10 @@ request, while ``metadata.db`` has not changed, is answered here: one ``stat``, 
 and a dictionary lookup, instead of routing, parameter parsing, dependency injection and response
 building, which cost three times as much as everything else on a cached feed.
 
+Covers, thumbnails and book files are kept the same way, as the file that was sent: the next
+identical request gets it by ``pathsend`` (or the byte range it asks for, read in one go) after one
+``stat`` shows the file unchanged.
+
 What makes two requests identical is everything the response can depend on: the path and raw
 query string, the scheme, ``Host`` and root path (links are absolute unless ``OPDS_BASE_URL`` is
 set), ``User-Agent`` (device quirks) and ``Accept-Encoding`` (the body is stored compressed as
@@ -24,24 +28,31 @@ so a request made after Calibre's write never gets old bytes.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections import OrderedDict
 from typing import Any, cast
 
+import anyio.to_thread
 import msgspec
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
-from opds_server.auth.middleware import refuse
+from opds_server.auth.middleware import refuse, required_scope
 from opds_server.auth.principal import Scope as AccessScope
 from opds_server.auth.service import AuthenticationError, RateLimitedError
 from opds_server.cache.store import StoreUnavailableError
 from opds_server.errors import AppError
+from opds_server.http import parse_range
 
 SHAREABLE = re.compile(
     r"^/opds(/v2)?/(books|books/\d+|authors|series|tags|languages|publishers|ratings|titles|formats|opensearch\.xml)$"
+    r"|^/covers/\d+(/thumbnail)?$|^/download/\d+/[^/]+$"
 )
-MAX_BYTES = 16 * 1024 * 1024
+FILES = re.compile(r"^/covers/\d+(/thumbnail)?$|^/download/\d+/[^/]+$")
+RANGE_READ_LIMIT = 4 * 1024 * 1024
+"""A byte range up to this size is read in one go; a larger one goes through the application, which streams it."""
+MAX_BYTES = 8 * 1024 * 1024
 _VARYING = (b"host", b"user-agent", b"accept-encoding")
 
 
@@ -54,6 +65,8 @@ class _Answer(msgspec.Struct, frozen=True):
     etag: bytes
     headers: list[tuple[bytes, bytes]]
     body: bytes
+    file: tuple[str, int, int] | None = None
+    """A file answer (a cover, a thumbnail, a book): its path, size and mtime when it was sent."""
 
 
 class _Answers:
@@ -146,23 +159,61 @@ class FastPathMiddleware:
         receive: Receive,
         send: Send,
     ) -> None:
-        if answer is not None and answer.generation == generation and await self._may_browse(http, services, send):
+        if (
+            answer is not None
+            and answer.generation == generation
+            and (answer.file is None or _unchanged(answer.file))
+            and await self._may_browse(http, services, send)
+        ):
             if_none_match = _header(http, b"if-none-match")
             if if_none_match is not None and _matches(if_none_match, answer.etag):
                 await send({"type": "http.response.start", "status": 304, "headers": _validators(answer.headers)})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
-            await send({"type": "http.response.start", "status": 200, "headers": answer.headers})
-            await send({"type": "http.response.body", "body": answer.body, "more_body": False})
+            if answer.file is None:
+                await send({"type": "http.response.start", "status": 200, "headers": answer.headers})
+                await send({"type": "http.response.body", "body": answer.body, "more_body": False})
+                return
+            if await _send_file(http, answer, send):
+                return
+        if answer is None and _header(http, b"range") is not None and FILES.match(http["path"]):
+            await self._prime(http, generation, key, receive, send)
             return
         await self.app(cast("Scope", http), receive, self._recorder(key, generation, send))
+
+    async def _prime(
+        self, http: HTTPScope, generation: str, key: tuple[Any, ...], receive: Receive, send: Send
+    ) -> None:
+        """A first ranged request for a file: ask the application for the whole file (without
+        sending it), keep the answer, and send the range from it, so range requests are stored too.
+        Anything but a whole file (a 401, a 404) goes to the client as the application gave it."""
+        messages: list[Message] = []
+
+        async def keep(message: Message) -> None:
+            messages.append(message)
+
+        whole = cast("HTTPScope", {
+            **http,
+            "headers": [(k, v) for k, v in http["headers"] if k not in {b"range", b"if-range"}],
+            "extensions": {**(http.get("extensions") or {}), "http.response.pathsend": {}},
+        })  # fmt: skip
+        await self.app(cast("Scope", whole), receive, self._recorder(key, generation, keep))
+        answer = self.answers.get(key)
+        if answer is not None and answer.file is not None and await _send_file(http, answer, send):
+            return
+        if messages and messages[0].get("status") == 200:  # a whole file we could not keep
+            await self.app(cast("Scope", http), receive, send)
+            return
+        for message in messages:
+            await send(message)
 
     async def _may_browse(self, scope: HTTPScope, services: Any, send: Send) -> bool:
         """Whether the stored answer may go to this request. A failed login is refused here, as
         ``AuthenticationMiddleware`` would (counted once: the request does not go on to it)."""
         header = _header(scope, b"authorization")
         if header is None:
-            return bool(services.settings.anonymous_browsing)
+            # Public paths (covers: readers fetch images without credentials) need no login.
+            return required_scope(scope["path"]) is None or bool(services.settings.anonymous_browsing)
         client = scope.get("client")
         try:
             principal = await services.authenticator.authenticate(
@@ -183,9 +234,21 @@ class FastPathMiddleware:
         started: dict[str, Any] = {}
 
         async def record(message: Message) -> None:
-            kind = message["type"]
+            kind = str(message["type"])  # "http.response.pathsend" is an extension Litestar's types omit
             if kind == "http.response.start":
                 started.update(message)
+            elif kind == "http.response.pathsend" and started.get("status") == 200:
+                headers = [(bytes(k), bytes(v)) for k, v in started.get("headers", ())]
+                etag = next((v for k, v in headers if k.lower() == b"etag"), None)
+                path = str(cast("dict[str, Any]", message)["path"])
+                if etag is not None:
+                    try:
+                        stat = os.stat(path)  # noqa: PTH116 - a str path, no Path to build
+                    except OSError:
+                        stat = None
+                    if stat is not None:
+                        file = (path, stat.st_size, stat.st_mtime_ns)
+                        self.answers.put(key, _Answer(generation, etag, headers, b"", file))
             elif kind == "http.response.body" and started.get("status") == 200 and not message.get("more_body"):
                 headers = [(bytes(k), bytes(v)) for k, v in started.get("headers", ())]
                 etag = next((v for k, v in headers if k.lower() == b"etag"), None)
@@ -195,6 +258,53 @@ class FastPathMiddleware:
             await send(message)
 
         return record
+
+
+def _unchanged(file: tuple[str, int, int]) -> bool:
+    """The file is still the one the stored answer describes (one ``stat``)."""
+    path, size, mtime_ns = file
+    try:
+        stat = os.stat(path)  # noqa: PTH116 - on every hit: no Path object to build
+    except OSError:
+        return False
+    return stat.st_size == size and stat.st_mtime_ns == mtime_ns
+
+
+async def _send_file(scope: HTTPScope, answer: _Answer, send: Send) -> bool:
+    """A stored file answer: the whole file by ``pathsend``, or the byte range asked for (206).
+    ``False`` when the application must answer (no ``pathsend``, a range it refuses, a large range)."""
+    assert answer.file is not None
+    path, size, _ = answer.file
+    wanted = _header(scope, b"range")
+    if_range = _header(scope, b"if-range")
+    if wanted is not None and (if_range is None or if_range.strip() == answer.etag):
+        try:
+            byte_range = parse_range(wanted.decode("latin-1"), size)
+        except AppError:
+            return False  # 416: the application words it
+        if byte_range is not None:
+            start, end = byte_range
+            if end - start + 1 > RANGE_READ_LIMIT:
+                return False
+            body = await anyio.to_thread.run_sync(_read, path, start, end - start + 1)
+            headers = [(k, v) for k, v in answer.headers if k.lower() != b"content-length"]
+            headers += [
+                (b"content-range", f"bytes {start}-{end}/{size}".encode()),
+                (b"content-length", str(len(body)).encode()),
+            ]
+            await send({"type": "http.response.start", "status": 206, "headers": headers})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+            return True
+    if "http.response.pathsend" not in (scope.get("extensions") or {}):
+        return False
+    await send({"type": "http.response.start", "status": 200, "headers": answer.headers})
+    await send(cast("Message", {"type": "http.response.pathsend", "path": path}))
+    return True
+
+
+def _read(path: str, start: int, length: int) -> bytes:
+    with open(path, "rb") as handle:  # noqa: PTH123 - a plain read in a worker thread
+        return os.pread(handle.fileno(), length, start)
 
 
 def _validators(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

@@ -249,6 +249,12 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return (start, end)
 
 
+def _read_range(path: Path, start: int, length: int) -> bytes:
+    with path.open("rb") as handle:
+        handle.seek(start)
+        return handle.read(length)
+
+
 class _FileASGIResponse(ASGIResponse):
     def __init__(self, path: Path, start: int, length: int, *, is_whole: bool, **kwargs: Any) -> None:
         super().__init__(content_length=length, **kwargs)
@@ -264,6 +270,10 @@ class _FileASGIResponse(ASGIResponse):
             return
         if self.is_whole and "http.response.pathsend" in (scope.get("extensions") or {}):
             await send(cast("Message", {"type": "http.response.pathsend", "path": str(self.path)}))
+            return
+        if self.length <= CHUNK_SIZE:  # most ranges: one read in one worker thread, not four
+            body = await anyio.to_thread.run_sync(_read_range, self.path, self.start, self.length)
+            await send({"type": "http.response.body", "body": body, "more_body": False})
             return
         remaining = self.length
         async with await anyio.open_file(self.path, "rb") as handle:

@@ -112,3 +112,60 @@ def test_head_and_other_paths_go_through_the_application(ada: httpx.Client, serv
     assert ada.get("/opds/books/999999").status_code == 404
     assert ada.get("/opds/books/999999").status_code == 404
     assert Path(server.data_dir).is_dir()
+
+
+def book_file(server: LiveServer, book_id: int) -> Path:
+    """Book ``book_id``'s EPUB in the server's library (the fixture keeps one per book folder)."""
+    return next(server.library.glob(f"*/* ({book_id})/*.epub"))
+
+
+def test_covers_and_books_are_sent_again_as_the_same_file(server: LiveServer, ada: httpx.Client) -> None:
+    for path in ("/covers/1", "/covers/1/thumbnail", "/download/1/1.epub"):
+        first, second = ada.get(path), ada.get(path)
+        assert first.status_code == second.status_code == 200, path
+        assert (comparable(second), second.content) == (comparable(first), first.content), path
+    assert ada.get("/download/1/1.epub").content == book_file(server, 1).read_bytes()
+
+
+def test_a_stored_book_answers_byte_ranges_exactly(server: LiveServer, ada: httpx.Client) -> None:
+    data = book_file(server, 2).read_bytes()
+    whole = ada.get("/download/2/2.epub")
+    assert whole.status_code == 200
+    for header, expected in (("bytes=0-99", data[:100]), ("bytes=100-", data[100:]), ("bytes=-50", data[-50:])):
+        for _ in range(2):  # the first through the application, the second from the store
+            part = ada.get("/download/2/2.epub", headers={"Range": header})
+            assert part.status_code == 206, header
+            assert part.content == expected, header
+            assert part.headers["content-length"] == str(len(expected))
+            start = len(data) - len(expected) if header.startswith("bytes=-") else int(header[6:].split("-")[0])
+            assert part.headers["content-range"] == f"bytes {start}-{start + len(expected) - 1}/{len(data)}"
+    stale = ada.get("/download/2/2.epub", headers={"Range": "bytes=0-9", "If-Range": '"not-the-etag"'})
+    assert (stale.status_code, stale.content) == (200, data)
+    beyond = ada.get("/download/2/2.epub", headers={"Range": f"bytes={len(data) + 10}-"})
+    assert beyond.status_code == 416
+    assert beyond.headers["content-range"] == f"bytes */{len(data)}"
+
+
+def test_a_book_file_changed_on_disk_is_never_sent_stale(server: LiveServer, ada: httpx.Client) -> None:
+    path = book_file(server, 3)
+    assert ada.get("/download/3/3.epub").content == path.read_bytes()
+    assert ada.get("/download/3/3.epub").content == path.read_bytes()
+    changed = path.read_bytes() + b"\0" * 100  # Calibre replacing the file would change it likewise
+    path.write_bytes(changed)
+    assert ada.get("/download/3/3.epub").content == changed
+    with server.client() as anonymous:
+        assert anonymous.get("/download/3/3.epub").status_code == 401
+        # Covers are public (readers fetch images without credentials), from the store as well.
+        assert anonymous.get("/covers/1/thumbnail").content == ada.get("/covers/1/thumbnail").content
+
+
+def test_a_first_request_with_a_range_gets_its_range(server: LiveServer, ada: httpx.Client) -> None:
+    data = book_file(server, 4).read_bytes()
+    for _ in range(3):  # the first primes the store with the whole file's answer, without sending it
+        part = ada.get("/download/4/4.epub", headers={"Range": "bytes=10-19"})
+        assert (part.status_code, part.content) == (206, data[10:20])
+        assert part.headers["content-range"] == f"bytes 10-19/{len(data)}"
+    with server.client() as anonymous:
+        refused = anonymous.get("/download/5/5.epub", headers={"Range": "bytes=0-9"})
+        assert refused.status_code == 401
+        assert ada.get("/download/999999/999999.epub", headers={"Range": "bytes=0-9"}).status_code == 404
