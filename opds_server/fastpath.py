@@ -15,9 +15,10 @@ identical request gets it by ``pathsend`` (or the byte range it asks for, read i
 What makes two requests identical is everything the response can depend on: the path and raw
 query string, the scheme, ``Host`` and root path (links are absolute unless ``OPDS_BASE_URL`` is
 set), ``User-Agent`` (device quirks) and ``Accept-Encoding`` (the body is stored compressed as
-sent). These feeds never depend on who asks, only on whether they may: each request is still
-authenticated (the credential cache makes that cheap), and only a principal allowed to browse the
-catalogue, or an anonymous request where anonymous browsing is on, is answered here. Everything
+sent). These feeds never depend on who asks, only on whether they may (the roots, which lead a
+logged-in reader to their own feeds, are kept per user): each request is still authenticated (the
+credential cache makes that cheap), and only a principal allowed to browse the catalogue, or an
+anonymous request where anonymous browsing is on, is answered here. Everything
 else (other paths, HEAD, ``If-Modified-Since``, a failed login, a changed library) goes through
 the application as before, which also fills this cache.
 
@@ -45,8 +46,10 @@ from opds_server.cache.store import StoreUnavailableError
 from opds_server.errors import AppError
 from opds_server.http import parse_range
 
+ROOTS = re.compile(r"^/opds(/v2)?/?$")
+"""The roots: a logged-in reader's leads to their own feeds, so it is kept per user."""
 SHAREABLE = re.compile(
-    r"^/opds(/v2)?/(books|books/\d+|authors|series|tags|languages|publishers|ratings|titles|formats|opensearch\.xml)$"
+    r"^/opds(/v2)?/?$|^/opds(/v2)?/(books|books/\d+|authors|series|tags|languages|publishers|ratings|titles|formats|opensearch\.xml)$"
     r"|^/covers/\d+(/thumbnail)?$|^/download/\d+/[^/]+$"
 )
 FILES = re.compile(r"^/covers/\d+(/thumbnail)?$|^/download/\d+/[^/]+$")
@@ -142,29 +145,26 @@ class FastPathMiddleware:
         if snapshot is None:
             await self.app(scope, receive, send)  # a refresh is due: the application does it
             return
-        key = _request_key(http)
-        answer = self.answers.get(key)
         try:
-            await self._answer(http, services, snapshot.generation, key, answer, receive, send)
+            allowed, user_id = await self._who(http, services, send)
         except _Answered:
             return
+        if not allowed:
+            await self.app(scope, receive, send)  # the application refuses, in its words
+            return
+        key = _request_key(http) + ((user_id,) if ROOTS.match(http["path"]) else ())
+        await self._answer(http, snapshot.generation, key, self.answers.get(key), receive, send)
 
     async def _answer(  # noqa: PLR0917 - one request's parts, passed on as they are
         self,
         http: HTTPScope,
-        services: Any,
         generation: str,
         key: tuple[Any, ...],
         answer: _Answer | None,
         receive: Receive,
         send: Send,
     ) -> None:
-        if (
-            answer is not None
-            and answer.generation == generation
-            and (answer.file is None or _unchanged(answer.file))
-            and await self._may_browse(http, services, send)
-        ):
+        if answer is not None and answer.generation == generation and (answer.file is None or _unchanged(answer.file)):
             if_none_match = _header(http, b"if-none-match")
             if if_none_match is not None and _matches(if_none_match, answer.etag):
                 await send({"type": "http.response.start", "status": 304, "headers": _validators(answer.headers)})
@@ -207,13 +207,19 @@ class FastPathMiddleware:
         for message in messages:
             await send(message)
 
-    async def _may_browse(self, scope: HTTPScope, services: Any, send: Send) -> bool:
-        """Whether the stored answer may go to this request. A failed login is refused here, as
-        ``AuthenticationMiddleware`` would (counted once: the request does not go on to it)."""
+    @staticmethod
+    async def _who(scope: HTTPScope, services: Any, send: Send) -> tuple[bool, int | None]:
+        """Whether a stored answer may go to this request, and the user asking (``None``:
+        anonymous). A failed login is refused here, as ``AuthenticationMiddleware`` would, and
+        counted once: the request does not go on to it.
+
+        Raises:
+            _Answered: the request was refused.
+        """
         header = _header(scope, b"authorization")
         if header is None:
             # Public paths (covers: readers fetch images without credentials) need no login.
-            return required_scope(scope["path"]) is None or bool(services.settings.anonymous_browsing)
+            return required_scope(scope["path"]) is None or bool(services.settings.anonymous_browsing), None
         client = scope.get("client")
         try:
             principal = await services.authenticator.authenticate(
@@ -228,7 +234,7 @@ class FastPathMiddleware:
         except StoreUnavailableError as exc:
             await refuse(scope, send, services, 503, "the credential store is unavailable", retry_after=5)
             raise _Answered from exc
-        return bool(principal.can(AccessScope.CATALOG))
+        return bool(principal.can(AccessScope.CATALOG)), principal.user_id
 
     def _recorder(self, key: tuple[Any, ...], generation: str, send: Send) -> Send:
         started: dict[str, Any] = {}

@@ -18,8 +18,10 @@ ours through ``OPDS_PAGE_SIZE``, calibre through ``--max-opds-items``, calibre-w
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -264,6 +266,7 @@ class Launch:
                 env={**os.environ, **self.env},
                 stdout=handle,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stop() ends the workers too
             )
 
 
@@ -424,12 +427,16 @@ def start_calibre_web(library: Path, work: Path, cps: Path, *, page_size: int) -
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
+    """Stop a server and every process it started (granian's workers), killing what lingers."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=15)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def _children(pid: int) -> list[int]:

@@ -30,6 +30,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     library = copy_fixture_library(work / "library")
     env = {"OPDS_DATA_DIR": str(work / "data"), "OPDS_ANONYMOUS_BROWSING": "false"}
     add_user(env, "ada")
+    add_user(env, "bob")
     live = start_server(library, work / "data", work / "server.log", env)
     yield live
     stop_server(live)
@@ -169,3 +170,18 @@ def test_a_first_request_with_a_range_gets_its_range(server: LiveServer, ada: ht
         refused = anonymous.get("/download/5/5.epub", headers={"Range": "bytes=0-9"})
         assert refused.status_code == 401
         assert ada.get("/download/999999/999999.epub", headers={"Range": "bytes=0-9"}).status_code == 404
+
+
+def test_each_reader_gets_their_own_root(server: LiveServer, ada: httpx.Client) -> None:
+    with server.client(headers=basic("bob", PASSWORDS["bob"])) as bob:
+        for root in ("/opds", "/opds/v2"):
+            adas, adas_again = ada.get(root), ada.get(root)
+            bobs, bobs_again = bob.get(root), bob.get(root)
+            assert (adas_again.headers["x-cache"], bobs_again.headers["x-cache"]) == ("hit", "hit")
+            assert adas_again.content == adas.content
+            assert bobs_again.content == bobs.content
+            assert adas.headers["etag"] != bobs.headers["etag"]  # their own feeds
+            if root == "/opds":
+                assert adas.content != bobs.content  # Atom ids name the user
+    with server.client() as anonymous:
+        assert anonymous.get("/opds").status_code == 401
