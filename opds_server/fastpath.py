@@ -55,7 +55,7 @@ SHAREABLE = re.compile(
 FILES = re.compile(r"^/covers/\d+(/thumbnail)?$|^/download/\d+/[^/]+$")
 RANGE_READ_LIMIT = 4 * 1024 * 1024
 """A byte range up to this size is read in one go; a larger one goes through the application, which streams it."""
-MAX_BYTES = 8 * 1024 * 1024
+MAX_BYTES = 4 * 1024 * 1024
 _VARYING = (b"host", b"user-agent", b"accept-encoding")
 
 

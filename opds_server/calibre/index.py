@@ -235,7 +235,7 @@ class IndexWriter:
         connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA synchronous = NORMAL")
         connection.execute("PRAGMA temp_store = MEMORY")
-        connection.execute("PRAGMA cache_size = -65536")
+        connection.execute("PRAGMA cache_size = -16384")
         connection.create_function("opds_initial", 1, initial_of, deterministic=True)
         connection.create_function("opds_plain", 1, _plain, deterministic=True)
         connection.create_function("opds_folded", 1, folded, deterministic=True)
