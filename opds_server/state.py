@@ -95,6 +95,7 @@ class Services:
         try:
             self.library.snapshot()
             self.library.fill_search()
+            self.library.writer.merge_search()
         except (LibraryUnavailableError, sqlite3.Error) as exc:
             log.warning("library refresh failed: %s", exc)
 

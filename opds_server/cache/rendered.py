@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 SHARED_TTL = 3600.0
+RENDER_WAIT = 30.0  # seconds a request waits for another thread's rendering of the same bytes
 BROTLI_QUALITY = 6  # about gzip's speed, a tenth smaller; paid once per feed version
 
 
@@ -43,6 +44,7 @@ class RenderedCache:
         self._shared = Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1) if redis_url else None
         self._prefix = f"{prefix}rendered:"
         self._lock = threading.Lock()
+        self._pending: dict[str, threading.Event] = {}
 
     def _remember(self, key: str, value: bytes) -> None:
         if len(value) > self._max_bytes // 8:
@@ -97,14 +99,32 @@ class RenderedCache:
         found = self._local(key)
         if found is not None:
             return found, True
-        found = self._shared_get(key)
-        if found is not None:
-            self._remember(key, found)
-            return found, True
-        value = render()
-        self._remember(key, value)
-        self._shared_set(key, value)
-        return value, False
+        with self._lock:
+            pending = self._pending.get(key)
+            leads = pending is None
+            if pending is None:
+                pending = self._pending[key] = threading.Event()
+        if not leads:
+            # Another thread is rendering these bytes (right after a library change, every client
+            # asks for the newest feed at once): wait for it rather than render it again.
+            pending.wait(RENDER_WAIT)
+            found = self._local(key)
+            if found is not None:
+                return found, True
+        try:
+            found = self._shared_get(key)
+            if found is not None:
+                self._remember(key, found)
+                return found, True
+            value = render()
+            self._remember(key, value)
+            self._shared_set(key, value)
+            return value, False
+        finally:
+            if leads:
+                with self._lock:
+                    self._pending.pop(key, None)
+                pending.set()
 
     def peek_encoded(self, key: str, coding: str) -> bytes | None:
         """This process's compressed copy of the bytes for ``key``, if any."""

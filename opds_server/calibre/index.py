@@ -52,7 +52,7 @@ from opds_server.errors import LibraryBusyError, LibraryUnavailableError
 
 log = logging.getLogger(__name__)
 
-INDEX_VERSION = 4
+INDEX_VERSION = 5
 """Bump when the derived tables change: an index of another version is rebuilt from scratch."""
 
 # Calibre tables keyed by book: a changed book's rows are deleted and copied again.
@@ -104,6 +104,7 @@ CREATE VIRTUAL TABLE opds_search USING fts5(
     tokenize = "unicode61 remove_diacritics 2", prefix = '2 3'
 );
 INSERT INTO opds_search (opds_search, rank) VALUES ('rank', 'bm25(10.0, 8.0, 6.0, 3.0, 2.0, 4.0, 1.0)');
+INSERT INTO opds_search (opds_search, rank) VALUES ('automerge', 0);
 """
 
 _SYMBOL = re.compile(r"[^\w\s\x00-\x7f]")
@@ -117,6 +118,8 @@ CREATE INDEX opds_books_rating ON opds_books (rating, ts, id);
 CREATE INDEX opds_books_initial ON opds_books (initial, title_key, id);
 CREATE INDEX opds_tag_paths_book ON opds_tag_paths (book)
 """
+MERGE_PAGES = 256
+"""Pages of search-index segments merged after each background refresh."""
 SEARCH_CHUNK = 5_000
 """Books added to the search index per transaction while a rebuild's search index is filled."""
 _TAG = re.compile(r"<[^>]*>")
@@ -306,6 +309,26 @@ class IndexWriter:
                     connection.close()
             done += 1
         return left
+
+    def merge_search(self, pages: int = MERGE_PAGES) -> None:
+        """Merge some of the search index's segments, off the request path (the watcher's thread).
+
+        FTS5 merges segments during inserts by default, and at 100,000 books one such merge can
+        hold a refresh for seconds; the index turns that off (``automerge`` 0) and merges here, a
+        bounded amount of work at a time.
+        """
+        with self._exclusive():
+            connection = self._connect()
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                connection.execute("INSERT INTO opds_search (opds_search, rank) VALUES ('merge', ?)", (pages,))
+                connection.execute("COMMIT")
+            except sqlite3.DatabaseError:
+                if connection.in_transaction:
+                    connection.rollback()
+                raise
+            finally:
+                connection.close()
 
     def _refresh_until_stable(self, connection: sqlite3.Connection) -> IndexState:
         """Refresh; again if Calibre wrote meanwhile (a few times at most: the next request retries)."""

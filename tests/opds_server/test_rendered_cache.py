@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 from opds_server.cache.rendered import RenderedCache
 
 
@@ -36,3 +40,25 @@ def test_a_value_larger_than_an_eighth_of_the_bound_is_not_kept() -> None:
     assert cache.read_or_render("huge", lambda: b"x" * 200) == (b"x" * 200, False)
     assert cache.read_or_render("huge", lambda: b"again") == (b"again", False)
     assert cache.read_or_render("small", lambda: b"never")[1] is True
+
+
+def test_concurrent_misses_render_once() -> None:
+    """After a library change every client asks for the new feed at once: one thread renders it."""
+    cache = RenderedCache()
+    calls: list[int] = []
+    started = threading.Event()
+
+    def render() -> bytes:
+        calls.append(1)
+        started.set()
+        time.sleep(0.3)
+        return b"<feed/>"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        first = pool.submit(cache.read_or_render, "generation-2:/opds/books", render)
+        assert started.wait(5)
+        others = [pool.submit(cache.read_or_render, "generation-2:/opds/books", render) for _ in range(7)]
+        results = [first.result(), *(other.result() for other in others)]
+    assert len(calls) == 1
+    assert results[0] == (b"<feed/>", False)
+    assert all(result == (b"<feed/>", True) for result in results[1:])
