@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 SHARED_TTL = 3600.0
 RENDER_WAIT = 30.0  # seconds a request waits for another thread's rendering of the same bytes
 BROTLI_QUALITY = 6  # about gzip's speed, a tenth smaller; paid once per feed version

@@ -27,7 +27,7 @@ _SPACES = re.compile(r"[ \t\r\f\v]+")
 _BLANK_LINES = re.compile(r"\s*\n\s*")
 
 
-@functools.lru_cache(maxsize=2048)
+@functools.lru_cache(maxsize=1024)
 def sanitise_html(raw: str) -> str:
     """Keep formatting, drop anything that runs or loads: the result is safe to embed in a page."""
     return nh3.clean(
@@ -40,7 +40,7 @@ def sanitise_html(raw: str) -> str:
     ).strip()
 
 
-@functools.lru_cache(maxsize=2048)
+@functools.lru_cache(maxsize=1024)
 def plain_text(raw: str) -> str:
     """The text of an HTML fragment, one line per block, entities decoded."""
     cleaned = nh3.clean(raw, tags=_TAGS, attributes={}, strip_comments=True)
