@@ -37,17 +37,21 @@ def _number(value: float) -> str:
     return f"{value:g}"
 
 
-def _link(link: Link) -> etree._Element:
-    attrs: dict[str, str] = {"href": link.href}
+def _link_attributes(link: Link) -> dict[str, str]:
+    attributes = {"href": link.href}
     if link.rel:
-        attrs["rel"] = link.rel
+        attributes["rel"] = link.rel
     if link.type:
-        attrs["type"] = link.type
+        attributes["type"] = link.type
     if link.title:
-        attrs["title"] = link.title
+        attributes["title"] = link.title
     if link.length is not None:
-        attrs["length"] = str(link.length)
-    element: etree._Element = _E.link(**attrs)
+        attributes["length"] = str(link.length)
+    return attributes
+
+
+def _link(link: Link) -> etree._Element:
+    element: etree._Element = _E.link(**_link_attributes(link))
     return element
 
 
@@ -100,16 +104,7 @@ def _add_dublin_core(entry: etree._Element, publication: Publication) -> None:
 
 
 def _add_link(parent: etree._Element, link: Link) -> None:
-    attributes = {"href": link.href}
-    if link.rel:
-        attributes["rel"] = link.rel
-    if link.type:
-        attributes["type"] = link.type
-    if link.title:
-        attributes["title"] = link.title
-    if link.length is not None:
-        attributes["length"] = str(link.length)
-    _add(parent, _ATOM + "link", **attributes)
+    _add(parent, _ATOM + "link", **_link_attributes(link))
 
 
 def _add_publication_links(entry: etree._Element, publication: Publication) -> None:

@@ -109,7 +109,7 @@ def build_personal_entries(snapshot: LibrarySnapshot, hrefs: Hrefs, user_id: int
     ]
 
 
-def read_offered(db: CalibreDatabase, snapshot: LibrarySnapshot, book_ids: Sequence[int]) -> list[int]:
+def read_offered(db: CalibreDatabase, book_ids: Sequence[int]) -> list[int]:
     """The ids Calibre still offers (the book exists and a file of it is on disk), in the given order."""
     if not book_ids:
         return []
@@ -153,7 +153,7 @@ def build_list_feed(
         InvalidCursorError: ``after`` is not a cursor of this list of this user.
     """
     size = limit or page_size
-    offered = read_offered(db, snapshot, books.book_ids)
+    offered = read_offered(db, books.book_ids)
     scope = cursor_scope("user", books.user_id, books.path)
     start, page = 0, 1
     if after is not None:
@@ -206,7 +206,7 @@ def build_shelves_feed(
     db: CalibreDatabase, snapshot: LibrarySnapshot, hrefs: Hrefs, user_id: int, shelves: Sequence[BookList]
 ) -> Feed:
     """The user's shelves as a navigation feed, each with the number of books it offers."""
-    offered = set(read_offered(db, snapshot, sorted({b for shelf in shelves for b in shelf.book_ids})))
+    offered = set(read_offered(db, sorted({b for shelf in shelves for b in shelf.book_ids})))
     updated = max([snapshot.updated, *(shelf.updated for shelf in shelves if shelf.updated is not None)])
     entries = []
     for shelf in shelves:

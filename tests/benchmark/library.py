@@ -137,7 +137,12 @@ def run_calibre(program: str, *arguments: str) -> str:
     isolate = program == "calibredb" and os.geteuid() == 0 and shutil.which("unshare") is not None
     command = ["unshare", "-n", program, *arguments] if isolate else [program, *arguments]
     with tempfile.TemporaryDirectory(prefix="calibre-config-") as config:
-        environment = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "CALIBRE_CONFIG_DIRECTORY": config}
+        environment = {
+            **os.environ,
+            "QT_QPA_PLATFORM": "offscreen",
+            "CALIBRE_CONFIG_DIRECTORY": config,
+            "XDG_DATA_HOME": config,  # `calibredb remove` moves book folders to a Trash there
+        }
         done = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
         if done.returncode != 0 and isolate and done.stderr.startswith("unshare"):
             done = subprocess.run(command[2:], env=environment, capture_output=True, text=True, check=False)

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import sqlite3
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from opds_server.calibre.index import IndexState, IndexWriter
 from opds_server.calibre.query import BookQuery, KeyValue, SortOrder, count_sql, page_sql
 from opds_server.calibre.snapshot import Library, LibrarySnapshot
 from opds_server.errors import LibraryBusyError, LibraryUnavailableError
+from tests.benchmark.library import run_calibre
 from tests.conftest import copy_fixture_library
 
 BOOKS = 40
@@ -90,28 +90,8 @@ def private(tmp_path: Path) -> Iterator[Indexed]:
 
 
 def calibredb(library: Path, command: str, *arguments: str) -> str:
-    """Run the real calibredb headless with a throwaway config; as root in its own network namespace,
-    so calibredb processes of parallel test workers do not see each other's single-instance lock."""
-    environment = {
-        **os.environ,
-        "QT_QPA_PLATFORM": "offscreen",
-        "CALIBRE_CONFIG_DIRECTORY": str(library.parent / "calibre-config"),
-        "XDG_DATA_HOME": str(library.parent / "xdg"),  # `remove` moves folders to the Trash there
-    }
-    command_line = ["calibredb", command, "--library-path", str(library), *arguments]
-    isolate = os.geteuid() == 0 and shutil.which("unshare") is not None
-    done = subprocess.run(
-        ["unshare", "-n", *command_line] if isolate else command_line,
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    if done.returncode != 0 and isolate and done.stderr.startswith("unshare"):  # namespaces not allowed
-        done = subprocess.run(command_line, env=environment, capture_output=True, text=True, check=False, timeout=120)
-    assert done.returncode == 0, f"calibredb {command} failed:\n{done.stderr}"
-    return done.stdout
+    """The real calibredb on ``library`` (headless, throwaway config, its own network namespace)."""
+    return run_calibre("calibredb", command, "--library-path", str(library), *arguments)
 
 
 def add_book(folder: Path, title: str) -> int:
