@@ -52,7 +52,7 @@ from opds_server.errors import LibraryBusyError, LibraryUnavailableError
 
 log = logging.getLogger(__name__)
 
-INDEX_VERSION = 5
+INDEX_VERSION = 6
 """Bump when the derived tables change: an index of another version is rebuilt from scratch."""
 
 # Calibre tables keyed by book: a changed book's rows are deleted and copied again.
@@ -116,7 +116,8 @@ CREATE INDEX opds_books_author ON opds_books (author_key, title_key, id);
 CREATE INDEX opds_books_published ON opds_books (pub_key, id);
 CREATE INDEX opds_books_rating ON opds_books (rating, ts, id);
 CREATE INDEX opds_books_initial ON opds_books (initial, title_key, id);
-CREATE INDEX opds_tag_paths_book ON opds_tag_paths (book)
+CREATE INDEX opds_tag_paths_book ON opds_tag_paths (book);
+CREATE INDEX opds_books_uuid ON books (uuid)
 """
 MERGE_PAGES = 256
 """Pages of search-index segments merged after each background refresh."""

@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -124,3 +126,71 @@ class ReadingProgress(Base):
     locator: Mapped[str | None] = mapped_column(Text, nullable=True)
     is_finished: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class KoboDevice(Base):
+    """A Kobo registered to a user; the token in its URL is its only credential (kept hashed)."""
+
+    __tablename__ = "kobo_devices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    label: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    sync_key: Mapped[str] = mapped_column(String(64))
+    access_token: Mapped[str] = mapped_column(String(64), index=True)
+    shelves_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class KoboDeviceShelf(Base):
+    """A shelf chosen to sync to a device in "only these shelves" mode."""
+
+    __tablename__ = "kobo_device_shelves"
+
+    device_id: Mapped[int] = mapped_column(ForeignKey("kobo_devices.id", ondelete="CASCADE"), primary_key=True)
+    shelf_id: Mapped[int] = mapped_column(ForeignKey("shelves.id", ondelete="CASCADE"), primary_key=True)
+
+
+class KoboSnapshot(Base):
+    """What a device should have at the start of a sync session (``sync.kobo.snapshot``)."""
+
+    __tablename__ = "kobo_snapshots"
+    __table_args__ = (Index("ix_kobo_snapshots_device", "device_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("kobo_devices.id", ondelete="CASCADE"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    stamp: Mapped[str] = mapped_column(String(64))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class KoboTombstone(Base):
+    """A book the device deleted itself; not sent again while its version stays the same."""
+
+    __tablename__ = "kobo_tombstones"
+
+    device_id: Mapped[int] = mapped_column(ForeignKey("kobo_devices.id", ondelete="CASCADE"), primary_key=True)
+    book_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    removed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class KoboReadingState(Base):
+    """A reader's Kobo reading state of a book, parts kept as the device's JSON (spec 8.1)."""
+
+    __tablename__ = "kobo_reading_states"
+    __table_args__ = (Index("ix_kobo_reading_states_received", "user_id", "received_at"),)
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    book_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    last_modified: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    bookmark: Mapped[str | None] = mapped_column(Text, nullable=True)
+    statistics: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status_info: Mapped[str | None] = mapped_column(Text, nullable=True)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    origin_device: Mapped[int] = mapped_column(Integer)
