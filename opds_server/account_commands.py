@@ -1,4 +1,4 @@
-"""``opds-server users ...``, ``app-passwords ...`` and ``db upgrade``: accounts from the shell.
+"""``opds-server users ...``, ``app-passwords ...``, ``kobo ...`` and ``db upgrade``: accounts from the shell.
 
 Passwords are prompted twice on a terminal, or read as one line from stdin with
 ``--password-stdin``; they are never taken from the command line, where ``ps`` would show them.
@@ -17,7 +17,11 @@ from opds_server.auth.passwords import PasswordPolicyError
 from opds_server.auth.principal import APP_PASSWORD_SCOPES, Scope
 from opds_server.config import settings_from_env
 from opds_server.db.engine import DatabaseError
+from opds_server.db.kobo import KoboStore
 from opds_server.db.users import InvalidNameError, UserExistsError
+from opds_server.kobo.devices import DeviceLabelError, endpoint_line, register_device
+
+DEFAULT_BASE = "http://localhost:8080"
 
 
 class AccountCommandError(Exception):
@@ -44,7 +48,14 @@ def _run(
         try:
             accounts, epoch = open_accounts(settings)
             message = action(accounts, arguments)
-        except (UnknownUserError, UserExistsError, InvalidNameError, PasswordPolicyError, DatabaseError) as exc:
+        except (
+            UnknownUserError,
+            UserExistsError,
+            InvalidNameError,
+            PasswordPolicyError,
+            DatabaseError,
+            DeviceLabelError,
+        ) as exc:
             raise AccountCommandError(str(exc)) from exc
         finally:
             if "accounts" in locals():
@@ -123,6 +134,40 @@ def _revoke_app_password(accounts: Accounts, arguments: argparse.Namespace) -> s
     return f"revoked app password {arguments.id} of {arguments.name}"
 
 
+def _kobo_add(accounts: Accounts, arguments: argparse.Namespace) -> str:
+    user = accounts.user(arguments.name)
+    settings = settings_from_env(os.environ)
+    record, token = register_device(
+        KoboStore(accounts.users.engine), user.id, arguments.label or "Kobo", now=accounts.now()
+    )
+    if not settings.base_url:
+        print(
+            f"OPDS_BASE_URL is not set: replace {DEFAULT_BASE} by the address your Kobo reaches this server at"
+            " (e.g. http://192.168.1.20:8080); it is not taken from requests, which lose the port on a Kobo",
+            file=sys.stderr,
+        )
+    print(f"device {record.id} ({record.label}) of {user.name}; paste under [OneStoreServices] in Kobo eReader.conf:")
+    return endpoint_line(settings.base_url or DEFAULT_BASE, token)
+
+
+def _kobo_list(accounts: Accounts, arguments: argparse.Namespace) -> str:
+    user = accounts.user(arguments.name)
+    lines = []
+    for device in KoboStore(accounts.users.engine).devices(user.id):
+        state = "revoked" if device.revoked_at else "active"
+        seen = device.last_seen_at.isoformat(timespec="seconds") if device.last_seen_at else "never"
+        mode = "shelves" if device.shelves_only else "library"
+        lines.append(f"{device.id}\t{device.label}\t{state}\tsyncs {mode}\tlast seen {seen}")
+    return "\n".join(lines) or f"{user.name} has no Kobo devices"
+
+
+def _kobo_revoke(accounts: Accounts, arguments: argparse.Namespace) -> str:
+    user = accounts.user(arguments.name)
+    if not KoboStore(accounts.users.engine).revoke_device(user.id, arguments.id, now=accounts.now()):
+        raise AccountCommandError(f"{user.name} has no active Kobo device {arguments.id}")
+    return f"revoked Kobo device {arguments.id} of {user.name}"
+
+
 def _upgrade(_accounts: Accounts, _arguments: argparse.Namespace) -> str:
     return "the user database is up to date"
 
@@ -163,6 +208,21 @@ def add_account_commands(commands: argparse._SubParsersAction) -> None:  # type:
     revoke.add_argument("name")
     revoke.add_argument("id", type=int)
     revoke.set_defaults(run=_run(_revoke_app_password, changes=True))
+
+    kobo = commands.add_parser("kobo", help="Kobo e-readers that sync").add_subparsers(
+        dest="command_name", required=True
+    )
+    add_device = kobo.add_parser("add-device", help="register a Kobo for user NAME; prints its api_endpoint line")
+    add_device.add_argument("name")
+    add_device.add_argument("--label", help="which Kobo it is, e.g. 'Libra 2' (default: Kobo)")
+    add_device.set_defaults(run=_run(_kobo_add, changes=False))
+    devices = kobo.add_parser("list", help="list a user's Kobo devices")
+    devices.add_argument("name")
+    devices.set_defaults(run=_run(_kobo_list, changes=False))
+    revoke_device = kobo.add_parser("revoke", help="revoke a Kobo device: its token stops working at once")
+    revoke_device.add_argument("name")
+    revoke_device.add_argument("id", type=int)
+    revoke_device.set_defaults(run=_run(_kobo_revoke, changes=True))
 
     database = commands.add_parser("db", help="the user database").add_subparsers(dest="command_name", required=True)
     database.add_parser("upgrade", help="apply migrations (serve does it on start)").set_defaults(

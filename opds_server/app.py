@@ -15,7 +15,7 @@ import anyio.to_thread
 from litestar import Litestar
 from litestar.config.compression import CompressionConfig
 from litestar.di import Provide
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 
@@ -35,10 +35,12 @@ from opds_server.fastpath import FastPathMiddleware
 from opds_server.http import AcceptEncodingMiddleware, HeadMiddleware
 from opds_server.routes.api import SECURITY_COMPONENTS
 from opds_server.routes.api_auth import auth_routers
+from opds_server.routes.api_kobo import kobo_api_router
 from opds_server.routes.api_library import library_router
 from opds_server.routes.feeds import feed_router
 from opds_server.routes.files import files_router
 from opds_server.routes.health import health
+from opds_server.routes.kobo import handle_unmatched, kobo_router, reading_services_router
 from opds_server.routes.personal import personal_router
 from opds_server.state import Services, provide_principal, provide_services
 
@@ -69,8 +71,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             personal_router(Flavour.JSON),
             files_router,
             health,
+            kobo_router(),
+            reading_services_router,
             *auth_routers(),
             library_router(),
+            kobo_api_router(),
         ],
         dependencies={
             "services": Provide(provide_services, sync_to_thread=False),
@@ -80,6 +85,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AppError: handle_app_error,
             StoreUnavailableError: handle_store_unavailable,
             HTTPException: handle_http_exception,
+            NotFoundException: handle_unmatched,
+            MethodNotAllowedException: handle_unmatched,
             Exception: handle_unexpected,
         },
         middleware=[FastPathMiddleware, HeadMiddleware, AuthenticationMiddleware, AcceptEncodingMiddleware],
@@ -88,7 +95,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             brotli_gzip_fallback=True,
             minimum_size=512,
             # Feeds are compressed once and cached compressed (routes/feeds.py); files are sent as they are.
-            exclude=["/opds", "/download", "/covers", "/pse"],
+            exclude=["/opds", "/download", "/covers", "/pse", "^/kobo/[^/]+/v1/books/"],
         ),
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(

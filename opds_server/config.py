@@ -71,6 +71,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_prefix: str = "opds:"
     """Prefix of every Redis key, so several deployments can share one Redis."""
 
+    kobo_page_size: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
+    """Books per page of a Kobo's library sync (1-500); a page also stops at 200 KB of JSON and at
+    8 s of work, well inside what a Kobo waits for."""
+
+    kobo_kepub: bool = True
+    """Send Kobos a KEPUB made from each EPUB (Kobo keeps reading positions, statistics and
+    highlights only for KEPUBs); `false` sends the EPUB as it is."""
+
     anonymous_browsing: bool = False
     """Serve the catalogue without a login even when users exist; personal feeds and the API still
     need one. With no user at all, the catalogue is open until the first one is added."""
@@ -89,6 +97,8 @@ _ENV_NAMES: Mapping[str, str] = {
     "REDIS_URL": "redis_url",
     "OPDS_REDIS_PREFIX": "redis_prefix",
     "OPDS_ANONYMOUS_BROWSING": "anonymous_browsing",
+    "OPDS_KOBO_PAGE_SIZE": "kobo_page_size",
+    "OPDS_KOBO_KEPUB": "kobo_kepub",
 }
 _FIELD_TO_ENV = {field: env for env, field in _ENV_NAMES.items()}
 _SECRET_FIELDS = {"secret_key"}

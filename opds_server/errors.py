@@ -7,8 +7,10 @@
     │   ├── InvalidCursorError
     │   ├── InvalidQueryError
     │   ├── InvalidRangeError
-    │   └── InvalidBodyError
+    │   ├── InvalidBodyError
+    │   └── InvalidSyncTokenError
     ├── AuthenticationFailedError (401, WWW-Authenticate: Bearer)
+    ├── UnknownDeviceError (401, no challenge: a Kobo path token)
     ├── NotFoundError (404)
     │   ├── BookNotFoundError
     │   ├── FormatNotFoundError
@@ -23,7 +25,8 @@
     └── LibraryUnavailableError (503, Retry-After)
 
 Errors of other layers map here in one place: ``StoreUnavailableError`` (Redis down where a change
-must reach every instance) becomes a 503 with Retry-After.
+must reach every instance) becomes a 503 with Retry-After; ``pure_error`` maps the pure packages'
+errors (``sync.kobo``'s forged token, invalid reading state, bad timestamp) onto 400s.
 
 Handlers render every error as RFC 9457 ``application/problem+json``; a 5xx is logged with its
 traceback, a 4xx at info. Nothing else catches a broad ``Exception``.
@@ -41,6 +44,8 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, SerializationException, ValidationException
 from litestar.types import Empty
 from litestar.utils.scope.state import ScopeState
+
+from sync.kobo.token import ForgedSyncTokenError
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +100,20 @@ class AuthenticationFailedError(AppError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="opds-server"'})
+
+
+class UnknownDeviceError(AppError):
+    """A Kobo path token that is unknown or revoked: the same answer for both, and no challenge (the
+    token in the path is a Kobo's only credential)."""
+
+    status = 401
+    title = "Unknown device"
+    slug = "unknown-device"
+
+
+class InvalidSyncTokenError(BadRequestError):
+    title = "Invalid sync token"
+    slug = "invalid-sync-token"
 
 
 class NotFoundError(AppError):
@@ -323,3 +342,10 @@ def handle_store_unavailable(request: Request[Any, Any, Any], exc: Exception) ->
     return problem_response(
         503, "Cache unavailable", "cache-unavailable", detail, path=request.url.path, headers={"Retry-After": "5"}
     )
+
+
+def pure_error(exc: ValueError) -> AppError:
+    """The ``AppError`` for an error raised by ``sync/`` (which knows nothing of HTTP)."""
+    if isinstance(exc, ForgedSyncTokenError):
+        return InvalidSyncTokenError(str(exc))
+    return InvalidBodyError(str(exc))

@@ -28,10 +28,18 @@ from opds_server.catalog.hrefs import Flavour, Hrefs
 from opds_server.catalog.service import Catalog
 from opds_server.config import Settings
 from opds_server.db.engine import database_url, make_engine, migrate
+from opds_server.db.kobo import KoboStore
 from opds_server.db.library import PersonalLibrary
 from opds_server.db.users import UserStore
 from opds_server.errors import LibraryUnavailableError
+from opds_server.kobo.covers import KoboCovers
+from opds_server.kobo.devices import DeviceDirectory
+from opds_server.kobo.kepubs import KepubService
+from opds_server.kobo.library import KoboLibrary
+from opds_server.kobo.personal import KoboPersonal
+from opds_server.kobo.session import KoboSync
 from opds_server.storage.derived import PlaceholderStore, ThumbnailStore
+from opds_server.storage.kepub import KepubStore
 from opds_server.watcher import LibraryWatcher
 
 log = logging.getLogger(__name__)
@@ -65,6 +73,21 @@ class Services:
             RedisStore(settings.redis_url, prefix=settings.redis_prefix) if settings.redis_url else MemoryStore()
         )
         self.rendered = RenderedCache(redis_url=settings.redis_url, prefix=settings.redis_prefix)
+        self.kobo_store = KoboStore(self.engine)
+        self.kobo_library = KoboLibrary(self.library)
+        self.kobo_devices = DeviceDirectory(self.kobo_store)
+        self.kepubs = KepubService(
+            KepubStore(settings.data_dir / "kepub"), settings.library, is_enabled=settings.kobo_kepub
+        )
+        self.kobo = KoboSync(
+            store=self.kobo_store,
+            library=self.kobo_library,
+            personal=self.personal,
+            choose_download=self.kepubs.choose,
+            page_size=settings.kobo_page_size,
+        )
+        self.kobo_personal = KoboPersonal(store=self.kobo_store, library=self.kobo_library, personal=self.personal)
+        self.kobo_covers = KoboCovers(settings.data_dir / "kobo-covers", self.catalog, self.placeholders)
         epoch: Epoch = StoreEpoch(self.store) if settings.redis_url else FileEpoch(settings.data_dir / "auth-epoch")
         self.authenticator = Authenticator(
             users=self.users,
@@ -106,6 +129,7 @@ class Services:
 
     async def close(self) -> None:
         self.watcher.stop()
+        self.kepubs.close()
         self.library.close()
         await self.store.close()
         self.rendered.close()

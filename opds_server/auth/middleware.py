@@ -35,6 +35,10 @@ _PUBLIC = re.compile(
 )
 _ACCOUNT = re.compile(r"^/api(/|$)")
 _SYNC = re.compile(r"^/(kobo|kosync)(/|$)")
+# A Kobo's credential is the token in its path (routes/kobo.py checks it), and the reading-services
+# calls at the site root carry only the bearer token we made up for the device: neither goes
+# through Basic or JWT authentication, which would refuse them.
+_DEVICE = re.compile(r"^/(kobo/|api/v3/content/|api/UserStorage(/|$)|api/internal/notebooks(/|$))")
 _PERSONAL = re.compile(r"^/opds(/v2)?/(favourites|shelves|reading|finished)(/|$)")
 
 
@@ -68,7 +72,8 @@ class AuthenticationMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if str(scope["type"]) != "http":
+        if str(scope["type"]) != "http" or _DEVICE.match(scope.get("path", "")):
+            scope.setdefault("user", None)  # Litestar reads scope["user"]
             await self.app(scope, receive, send)
             return
         http = cast("HTTPScope", scope)

@@ -33,6 +33,10 @@ API_PATHS = {
     "/api/shelves/{shelf_id}/order": {"put"},
     "/api/progress": {"get"},
     "/api/progress/{book_id}": {"get", "put"},
+    "/api/kobo/devices": {"get", "post"},
+    "/api/kobo/devices/{device_id}": {"delete"},
+    "/api/kobo/devices/{device_id}/sync": {"put"},
+    "/api/kobo/devices/{device_id}/resync": {"post"},
 }
 
 

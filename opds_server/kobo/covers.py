@@ -1,0 +1,63 @@
+"""Covers at the size a Kobo asks for (spec 5.10): fitted into ``width`` x ``height``, JPEG.
+
+Made once per (book, cover version, size, greyscale) and kept in the data dir, like the feeds'
+thumbnails; books without a cover get the one we draw for the catalogue. Sizes are clamped to
+what a screen can use, so a request for a 100,000-pixel cover cannot make us allocate one.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from opds_server.catalog.service import Catalog, locate_cover
+from opds_server.errors import CoverNotFoundError
+from opds_server.storage.derived import JPEG_QUALITY, PlaceholderStore, write_atomically
+
+MIN_SIDE = 16
+MAX_SIDE = 2000
+
+
+class KoboCovers:
+    def __init__(self, folder: Path, catalog: Catalog, placeholders: PlaceholderStore) -> None:
+        self.folder = folder
+        self.catalog = catalog
+        self.placeholders = placeholders
+
+    def _source(self, book_id: int) -> Path:
+        try:
+            return locate_cover(self.catalog, book_id)
+        except CoverNotFoundError:
+            book = self.catalog.book(book_id)
+            series = f"{book.series.name} {book.series.index:g}" if book.series else None
+            return self.placeholders.read_placeholder(book_id, book.title, [a.name for a in book.authors], series)
+
+    def read(self, book_id: int, width: int, height: int, *, is_greyscale: bool) -> Path:
+        """The cover of a book fitted into ``width`` x ``height``.
+
+        Raises:
+            BookNotFoundError: no such book.
+            CoverNotFoundError: the cover is not a readable image.
+        """
+        source = self._source(book_id)
+        stat = source.stat()
+        box = (min(max(width, MIN_SIDE), MAX_SIDE), min(max(height, MIN_SIDE), MAX_SIDE))
+        grey = "g" if is_greyscale else "c"
+        target = self.folder / f"{book_id}-{stat.st_mtime_ns}-{stat.st_size}-{box[0]}x{box[1]}{grey}.jpg"
+        if target.is_file():
+            return target
+        try:
+            with Image.open(source) as image:
+                image.draft("RGB", box)
+                fitted = ImageOps.contain(image.convert("L" if is_greyscale else "RGB"), box, Image.Resampling.LANCZOS)
+        except (UnidentifiedImageError, OSError) as exc:
+            raise CoverNotFoundError(f"book {book_id}'s cover is not a readable image") from exc
+        buffer = io.BytesIO()
+        fitted.save(buffer, "JPEG", quality=JPEG_QUALITY, optimize=True, progressive=True)
+        write_atomically(target, buffer.getvalue())
+        for stale in self.folder.glob(f"{book_id}-*-{box[0]}x{box[1]}{grey}.jpg"):
+            if stale != target:
+                stale.unlink(missing_ok=True)
+        return target
