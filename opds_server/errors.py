@@ -208,21 +208,34 @@ class Problem(msgspec.Struct, frozen=True, kw_only=True):
     instance: str | None = None
 
 
+_KOBO_TOKEN = re.compile(r"/kobo/[^/]+")
+
+
+def redact(text: str) -> str:
+    """``text`` without a Kobo's path token (its only credential): ``/kobo/<token>``."""
+    return _KOBO_TOKEN.sub("/kobo/<token>", text)
+
+
+def shown_path(request: Request[Any, Any, Any]) -> str:
+    """The request's path as logs and problem documents may show it."""
+    return redact(request.url.path)
+
+
 def problem_response(
     status: int, title: str, slug: str, detail: str, *, path: str, headers: dict[str, str] | None = None
 ) -> Response[bytes]:
     body = msgspec.json.encode(
-        Problem(type=f"about:blank#{slug}", title=title, status=status, detail=detail, instance=path)
+        Problem(type=f"about:blank#{slug}", title=title, status=status, detail=redact(detail), instance=path)
     )
     return Response(content=body, status_code=status, media_type=PROBLEM_TYPE, headers=headers or {})
 
 
 def handle_app_error(request: Request[Any, Any, Any], exc: AppError) -> Response[bytes]:
     if exc.status >= 500:
-        log.error("%s %s failed: %s", request.method, request.url.path, exc.detail, exc_info=exc)
+        log.error("%s %s failed: %s", request.method, shown_path(request), redact(exc.detail), exc_info=exc)
     else:
-        log.info("%s %s -> %d: %s", request.method, request.url.path, exc.status, exc.detail)
-    return problem_response(exc.status, exc.title, exc.slug, exc.detail, path=request.url.path, headers=exc.headers)
+        log.info("%s %s -> %d: %s", request.method, shown_path(request), exc.status, redact(exc.detail))
+    return problem_response(exc.status, exc.title, exc.slug, exc.detail, path=shown_path(request), headers=exc.headers)
 
 
 def _wire_name(request: Request[Any, Any, Any], key: str) -> str:
@@ -256,20 +269,20 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     status = exc.status_code
     if isinstance(exc, ValidationException):
         detail = _validation_detail(request, exc)
-        log.info("%s %s -> 400: %s", request.method, request.url.path, detail)
-        return problem_response(400, "Invalid request", "invalid-request", detail, path=request.url.path)
+        log.info("%s %s -> 400: %s", request.method, shown_path(request), detail)
+        return problem_response(400, "Invalid request", "invalid-request", detail, path=shown_path(request))
     if isinstance(exc, NotFoundException):
-        detail = f"nothing is served at {request.url.path}; the catalogue starts at /opds and /opds/v2"
-        return problem_response(404, "Not found", "not-found", detail, path=request.url.path)
+        detail = f"nothing is served at {shown_path(request)}; the catalogue starts at /opds and /opds/v2"
+        return problem_response(404, "Not found", "not-found", detail, path=shown_path(request))
     title = HTTPStatus(status).phrase if status < 500 else "Internal server error"
     detail = str(exc.detail) if status < 500 else "internal error"
-    return problem_response(status, title, "http", detail, path=request.url.path, headers=dict(exc.headers or {}))
+    return problem_response(status, title, "http", detail, path=shown_path(request), headers=dict(exc.headers or {}))
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """The one boundary that catches everything: log with the traceback, answer a bare 500."""
-    log.error("%s %s crashed", request.method, request.url.path, exc_info=exc)
-    return problem_response(500, "Internal server error", "internal", "internal error", path=request.url.path)
+    log.error("%s %s crashed", request.method, shown_path(request), exc_info=exc)
+    return problem_response(500, "Internal server error", "internal", "internal error", path=shown_path(request))
 
 
 _PATH_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -308,13 +321,13 @@ def handle_api_http_exception(request: Request[Any, Any, Any], exc: HTTPExceptio
     fit names the field, the value received and what is accepted; anything else as everywhere."""
     if isinstance(exc.__cause__, SerializationException):  # Litestar wraps a failed decode in a 400
         detail = f"the request body is not valid JSON: {exc.detail}"
-        log.info("%s %s -> 400: %s", request.method, request.url.path, detail)
-        return problem_response(400, "Malformed JSON", "malformed-json", detail, path=request.url.path)
+        log.info("%s %s -> 400: %s", request.method, shown_path(request), detail)
+        return problem_response(400, "Malformed JSON", "malformed-json", detail, path=shown_path(request))
     if exc.status_code == 413:
         length = request.headers.get("content-length", "more")
         detail = f"the request body has {length} bytes, more than this endpoint accepts"
-        log.info("%s %s -> 413: %s", request.method, request.url.path, detail)
-        return problem_response(413, "Request body too large", "body-too-large", detail, path=request.url.path)
+        log.info("%s %s -> 413: %s", request.method, shown_path(request), detail)
+        return problem_response(413, "Request body too large", "body-too-large", detail, path=shown_path(request))
     extra = exc.extra if isinstance(exc, ValidationException) and isinstance(exc.extra, list) else []
     items = [item for item in extra if isinstance(item, dict)]
     if not any(_source(item) == "body" for item in items):
@@ -325,8 +338,8 @@ def handle_api_http_exception(request: Request[Any, Any, Any], exc: HTTPExceptio
         else f"{_source(item)} parameter {item.get('key', '?')!r}: {item.get('message', 'invalid value')}"
         for item in items
     )
-    log.info("%s %s -> 400: %s", request.method, request.url.path, detail)
-    return problem_response(400, "Invalid request body", "invalid-body", detail, path=request.url.path)
+    log.info("%s %s -> 400: %s", request.method, shown_path(request), detail)
+    return problem_response(400, "Invalid request body", "invalid-body", detail, path=shown_path(request))
 
 
 def handle_store_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
@@ -334,13 +347,13 @@ def handle_store_unavailable(request: Request[Any, Any, Any], exc: Exception) ->
 
     What the database holds is already changed; only the news of it did not reach the store.
     """
-    log.warning("%s %s -> 503: the cache store is unavailable: %s", request.method, request.url.path, exc)
+    log.warning("%s %s -> 503: the cache store is unavailable: %s", request.method, shown_path(request), exc)
     detail = (
         "the shared cache (Redis) is unavailable: the change is saved, but other servers may accept old"
         " credentials until they expire (at most 5 minutes); try again shortly"
     )
     return problem_response(
-        503, "Cache unavailable", "cache-unavailable", detail, path=request.url.path, headers={"Retry-After": "5"}
+        503, "Cache unavailable", "cache-unavailable", detail, path=shown_path(request), headers={"Retry-After": "5"}
     )
 
 

@@ -71,13 +71,17 @@ def kobo_file(root: Path, book: Book) -> KoboFile | None:
 
 
 def cover_image_id(book: Book, root: Path) -> str:
-    """``<uuid>-<cover version>``: changes with the cover, so the device fetches it again
-    (spec 1; calibre-web-automated#1050). Books without a cover get the one we draw, versioned by
-    the text drawn on it."""
+    """``<uuid>-<cover version>``: changes with the cover (a hash of its mtime in nanoseconds and its
+    size), so the device fetches it again (spec 1; calibre-web-automated#1050). Books without a
+    cover get the one we draw, versioned by the text drawn on it."""
     if book.has_cover:
-        mtime = _mtime(root / book.path / "cover.jpg")
-        if mtime is not None:
-            return f"{book.uuid}-{mtime // 1_000_000_000}"
+        try:
+            stat = os.stat(root / book.path / "cover.jpg")  # noqa: PTH116  # one call for mtime and size
+        except OSError:
+            stat = None
+        if stat is not None:
+            version = hashlib.blake2s(f"{stat.st_mtime_ns}:{stat.st_size}".encode(), digest_size=4).hexdigest()
+            return f"{book.uuid}-{version}"
     drawn = hashlib.blake2s(
         "\x1f".join([book.title, *(a.name for a in book.authors)]).encode(), digest_size=4
     ).hexdigest()

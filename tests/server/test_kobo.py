@@ -161,6 +161,7 @@ def test_unknown_malformed_and_revoked_tokens_get_the_same_401(kobo_server: Kobo
     for token in ("0" * 32, "not-a-token", kobo.token.upper()):
         response = Kobo(kobo_server.server.url, token).call("GET", "/v1/library/sync")
         answers.append((response.status_code, response.json()["detail"]))
+        assert token not in response.text  # a credential is never echoed (nor logged)
     with kobo_server.account("ada") as api:
         assert api.delete(f"/api/kobo/devices/{device_id}").status_code == 204
         listed = {d["id"]: d for d in api.get("/api/kobo/devices").json()}
@@ -367,9 +368,11 @@ def test_calibredb_add_and_remove_reach_a_synced_device_once(kobo_server: KoboSe
     assert kobo.sync()[0].items == []  # sent once
 
 
-def test_a_changed_book_is_sent_as_new_entitlement_metadata_and_state(kobo_server: KoboServer) -> None:
+def test_a_changed_book_is_sent_as_new_entitlement_metadata_and_state(
+    kobo_server: KoboServer, tmp_path: Path
+) -> None:
     _, kobo = kobo_server.register("ada", "Changes")
-    kobo.sync()
+    first = {m["EntitlementId"]: m for m in (i["BookMetadata"] for i in items_of(kobo.sync(), "NewEntitlement"))}
     uuid = uuids_by_id(kobo_server.server.library)[27]
     kobo_server.calibredb("set_metadata", "--field", "title:Letters from the Orchard, Revised", "27")
     pages = kobo.sync()
@@ -377,6 +380,18 @@ def test_a_changed_book_is_sent_as_new_entitlement_metadata_and_state(kobo_serve
     (changed,) = items_of(pages, "ChangedProductMetadata")
     assert changed["BookMetadata"]["Title"] == "Letters from the Orchard, Revised"
     assert [s["ReadingState"]["EntitlementId"] for s in items_of(pages, "ChangedReadingState")] == [uuid]
+
+    # A new cover gets a new image id, so the device fetches it instead of keeping the old one.
+    picture = tmp_path / "cover.jpg"
+    Image.new("RGB", (300, 450), (200, 30, 30)).save(picture, "JPEG")
+    kobo_server.calibredb("set_metadata", "--field", f"cover:{picture}", "27")
+    (recovered,) = items_of(kobo.sync(), "ChangedProductMetadata")
+    image = recovered["BookMetadata"]["CoverImageId"]
+    assert image != first[uuid]["CoverImageId"]
+    cover = kobo.call("GET", f"/v1/books/{image}/thumbnail/150/225/false/image.jpg")
+    with Image.open(io.BytesIO(cover.content)) as served:
+        red, green, _ = served.convert("RGB").getpixel((75, 112))
+    assert red > 150 > green
 
 
 def test_a_book_the_device_deleted_is_not_sent_again_until_resync(kobo_server: KoboServer) -> None:
