@@ -79,6 +79,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Send Kobos a KEPUB made from each EPUB (Kobo keeps reading positions, statistics and
     highlights only for KEPUBs); `false` sends the EPUB as it is."""
 
+    kobo_store_proxy: bool = False
+    """Forward what is not ours to the Kobo store (store books, purchases, wishlists) for readers who
+    also buy from Kobo; off, every Kobo call is answered by this server alone."""
+
+    kobo_store_url: str = "https://storeapi.kobo.com"
+    """The Kobo store's API, when `OPDS_KOBO_STORE_PROXY` is on."""
+
     anonymous_browsing: bool = False
     """Serve the catalogue without a login even when users exist; personal feeds and the API still
     need one. With no user at all, the catalogue is open until the first one is added."""
@@ -99,6 +106,8 @@ _ENV_NAMES: Mapping[str, str] = {
     "OPDS_ANONYMOUS_BROWSING": "anonymous_browsing",
     "OPDS_KOBO_PAGE_SIZE": "kobo_page_size",
     "OPDS_KOBO_KEPUB": "kobo_kepub",
+    "OPDS_KOBO_STORE_PROXY": "kobo_store_proxy",
+    "OPDS_KOBO_STORE_URL": "kobo_store_url",
 }
 _FIELD_TO_ENV = {field: env for env, field in _ENV_NAMES.items()}
 _SECRET_FIELDS = {"secret_key"}

@@ -38,6 +38,7 @@ from opds_server.kobo.kepubs import KepubService
 from opds_server.kobo.library import KoboLibrary
 from opds_server.kobo.personal import KoboPersonal
 from opds_server.kobo.session import KoboSync
+from opds_server.kobo.store import KoboStore as KoboStoreApi
 from opds_server.storage.derived import PlaceholderStore, ThumbnailStore
 from opds_server.storage.kepub import KepubStore
 from opds_server.watcher import LibraryWatcher
@@ -87,6 +88,7 @@ class Services:
             page_size=settings.kobo_page_size,
         )
         self.kobo_personal = KoboPersonal(store=self.kobo_store, library=self.kobo_library, personal=self.personal)
+        self.kobo_store_api = KoboStoreApi(settings.kobo_store_url) if settings.kobo_store_proxy else None
         self.kobo_covers = KoboCovers(settings.data_dir / "kobo-covers", self.catalog, self.placeholders)
         epoch: Epoch = StoreEpoch(self.store) if settings.redis_url else FileEpoch(settings.data_dir / "auth-epoch")
         self.authenticator = Authenticator(
@@ -130,6 +132,8 @@ class Services:
     async def close(self) -> None:
         self.watcher.stop()
         self.kepubs.close()
+        if self.kobo_store_api is not None:
+            await self.kobo_store_api.close()
         self.library.close()
         await self.store.close()
         self.rendered.close()

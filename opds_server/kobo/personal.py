@@ -69,6 +69,9 @@ class KoboPersonal:
     def _shelf(self, device: DeviceRecord, tag: str) -> ShelfRecord | None:
         return next((s for s in self.personal.shelves(device.user_id) if tag_id(s.id, s.created_at) == tag), None)
 
+    def has_collection(self, device: DeviceRecord, tag: str) -> bool:
+        return self._shelf(device, tag) is not None
+
     def _books(self, revision_ids: list[str]) -> list[int]:
         found = (self.library.book_id(r.lower()) for r in dict.fromkeys(revision_ids) if len(r) == 36)
         return [b for b in found if b is not None]

@@ -77,6 +77,8 @@ class SyncPage(msgspec.Struct, frozen=True, kw_only=True):
     token: str
     has_more: bool
     items: int
+    store_token: str = ""
+    """The Kobo store's own token, carried inside ours (spec 10)."""
 
 
 class ShelfView(msgspec.Struct, frozen=True, kw_only=True):
@@ -236,8 +238,16 @@ class KoboSync:
             if plan is None:
                 token, plan = self._start(device, token, now=now)
                 if plan is None:  # nothing changed since the last completed snapshot
-                    return SyncPage(body=b"[]", token=encode_token(token, key), has_more=False, items=0)
+                    return SyncPage(
+                        body=b"[]", token=encode_token(token, key), has_more=False, items=0, store_token=token.store
+                    )
             return self._page(device, token, plan, urls, key, now=now)
+
+    @staticmethod
+    def with_store_token(device: DeviceRecord, header: str, store_token: str) -> str:
+        """Our token ``header`` (just made for ``device``) carrying the store's new token."""
+        key = device.sync_key.encode()
+        return encode_token(msgspec.structs.replace(decode_token(header, key), store=store_token), key)
 
     def _start(self, device: DeviceRecord, token: SyncToken, *, now: dt.datetime) -> tuple[SyncToken, SyncPlan | None]:
         previous_id = token.from_ if self._snapshot(device.id, token.from_) is not None else None
@@ -284,10 +294,14 @@ class KoboSync:
             assert token.to is not None  # a plan exists only for a session in progress
             self.store.complete_snapshot(device.id, token.to, previous=token.from_, now=now)
             following = SyncToken(store=token.store, from_=token.to)
-            return SyncPage(body=body, token=encode_token(following, key), has_more=False, items=count)
+            return SyncPage(
+                body=body, token=encode_token(following, key), has_more=False, items=count, store_token=token.store
+            )
         phase, index = position
         following = SyncToken(store=token.store, from_=token.from_, to=token.to, phase=phase, after=index)
-        return SyncPage(body=body, token=encode_token(following, key), has_more=True, items=count)
+        return SyncPage(
+            body=body, token=encode_token(following, key), has_more=True, items=count, store_token=token.store
+        )
 
     def _materialise(
         self,

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from functools import partial
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import anyio.to_thread
 import msgspec
@@ -22,6 +24,7 @@ from litestar.di import Provide
 from litestar.enums import HttpMethod
 from litestar.exceptions import HTTPException
 from litestar.params import Parameter
+from litestar.response import Redirect
 
 from opds_server.db.kobo import DeviceRecord
 from opds_server.errors import (
@@ -35,12 +38,15 @@ from opds_server.errors import (
 )
 from opds_server.http import get_and_head
 from opds_server.kobo.library import book_uuid_of, kobo_file
+from opds_server.kobo.session import SyncPage
+from opds_server.kobo.store import CDN, ForwardedResponse, StoreAnswer, forwarded_headers
 from opds_server.kobo.urls import KoboUrls, public_base
 from opds_server.routes.files import DOWNLOAD_CACHE_CONTROL, _send_file, content_disposition
 from opds_server.state import Services, utc_now
 from sync.kobo import resources
 from sync.kobo.model import (
     DeviceAuth,
+    ReadingState,
     ReadingStatesUpdate,
     Result,
     TagCreate,
@@ -97,6 +103,38 @@ def _book_id(services: Services, entitlement: str) -> int | None:
     return services.kobo_library.book_id(entitlement.lower())
 
 
+def _store_response(answer: StoreAnswer) -> Response[bytes]:
+    return Response(content=answer.body, status_code=answer.status, headers=dict(answer.headers), media_type=None)
+
+
+async def _forward(
+    request: Request[Any, Any, Any], services: Services, path: str, body: bytes = b""
+) -> Response[bytes] | None:
+    """The store's answer to this call when the proxy is on and the store answers; else ``None``."""
+    store = services.kobo_store_api
+    if store is None:
+        return None
+    answer = await store.forward(request, path, body)
+    return _store_response(answer) if answer is not None else None
+
+
+async def _forward_or(
+    request: Request[Any, Any, Any], services: Services, token: str, local: object
+) -> Response[bytes]:
+    """The store's answer when proxying and the store answers, else ``local`` (spec 5.11)."""
+    body = await request.body()
+    return await _forward(request, services, _after_token(request, token), body) or _json(local)
+
+
+def _after_token(request: Request[Any, Any, Any], token: str) -> str:
+    """The path after ``/kobo/<token>``, as the store knows it."""
+    return request.url.path.split(f"/kobo/{token}", 1)[1] or "/"
+
+
+async def _known_book(services: Services, entitlement: str) -> int | None:
+    return await anyio.to_thread.run_sync(_book_id, services, entitlement)
+
+
 # The device's start-up calls (spec 5.1-5.3, 5.12)
 
 
@@ -110,16 +148,46 @@ async def initialization(
     request: Request[Any, Any, Any], services: Services, device: DeviceRecord, token: str
 ) -> Response[bytes]:
     urls = _urls(request, services, token)
-    mapped = resources.build_resources(
-        resources.NATIVE_RESOURCES, base=urls.base, public=urls.public, site=urls.site, is_local=True
-    )
-    body = {"Resources": {**mapped, **resources.NATIVE_OBJECT_RESOURCES}}
-    return _json(body, headers={"x-kobo-apitoken": "e30="})
+    native: Mapping[str, object] = resources.NATIVE_RESOURCES
+    is_local = True
+    if services.kobo_store_api is not None:
+        answer = await services.kobo_store_api.call("GET", "/v1/initialization", headers=forwarded_headers(request))
+        store_map = _store_resources(answer)
+        if answer is not None and (answer.status == 401 or _is_expired(answer)):
+            return _store_response(answer)  # the device must authenticate with the store again
+        if store_map is not None:
+            native, is_local = store_map, False
+    mapped = resources.build_resources(native, base=urls.base, public=urls.public, site=urls.site, is_local=is_local)
+    objects = resources.NATIVE_OBJECT_RESOURCES if is_local else {}
+    return _json({"Resources": {**mapped, **objects}}, headers={"x-kobo-apitoken": "e30="})
+
+
+def _store_resources(answer: StoreAnswer | None) -> dict[str, object] | None:
+    if answer is None or answer.status != 200:
+        return None
+    try:
+        found = answer.json().get("Resources")
+    except (msgspec.DecodeError, AttributeError):
+        return None
+    return found if isinstance(found, dict) and found else None
+
+
+def _is_expired(answer: StoreAnswer) -> bool:
+    try:
+        status = answer.json().get("ResponseStatus") or {}
+    except (msgspec.DecodeError, AttributeError):
+        return False
+    return isinstance(status, dict) and status.get("ErrorCode") == "ExpiredToken"
 
 
 @post(["/v1/auth/device", "/v1/auth/refresh"], status_code=200)
-async def device_auth(request: Request[Any, Any, Any], device: DeviceRecord) -> Response[bytes]:
+async def device_auth(
+    request: Request[Any, Any, Any], services: Services, device: DeviceRecord, token: str
+) -> Response[bytes]:
     body = await request.body()
+    forwarded = await _forward(request, services, _after_token(request, token), body)
+    if forwarded is not None and (forwarded.status_code or 500) < 300:
+        return forwarded
     user_key = ""
     try:
         sent = msgspec.json.decode(body or b"{}")
@@ -162,53 +230,111 @@ async def oauth(
 # Library sync (5.4)
 
 
-@get("/v1/library/sync", sync_to_thread=True)
-def library_sync(
+@get("/v1/library/sync")
+async def library_sync(
     request: Request[Any, Any, Any], services: Services, device: DeviceRecord, token: str
 ) -> Response[bytes]:
+    urls = _urls(request, services, token)
     try:
-        page = services.kobo.sync(
-            device, request.headers.get("x-kobo-synctoken"), _urls(request, services, token), now=utc_now()
+        page = await anyio.to_thread.run_sync(
+            partial(services.kobo.sync, device, request.headers.get("x-kobo-synctoken"), urls, now=utc_now())
         )
     except ForgedSyncTokenError as exc:
         raise pure_error(exc) from exc
     headers = {"x-kobo-synctoken": page.token}
+    body = page.body
     if page.has_more:
         headers["x-kobo-sync"] = "continue"
-    return Response(content=page.body, media_type=JSON, headers=headers)
+    elif services.kobo_store_api is not None:
+        body = await _merge_store(request, services, device, page, headers)
+    return Response(content=body, media_type=JSON, headers=headers)
 
 
-@get("/v1/library/{ids:str}/metadata", sync_to_thread=True)
-def library_metadata(
+async def _merge_store(
+    request: Request[Any, Any, Any], services: Services, device: DeviceRecord, page: SyncPage, headers: dict[str, str]
+) -> bytes:
+    """Our last page followed by the store's delta (spec 10): its ``continue``, its sync headers,
+    and its new token kept inside ours."""
+    assert services.kobo_store_api is not None
+    answer = await services.kobo_store_api.call(
+        "GET",
+        "/v1/library/sync",
+        headers=forwarded_headers(request, sync_token=page.store_token or None),
+        query=request.url.query,
+    )
+    if answer is None or answer.status != 200:
+        return page.body
+    try:
+        store_items = answer.json()
+    except msgspec.DecodeError:
+        return page.body
+    if not isinstance(store_items, list):
+        return page.body
+    for name in ("x-kobo-sync", "x-kobo-sync-mode", "x-kobo-recent-reads"):
+        value = answer.header(name)
+        if value:
+            headers[name] = value
+    store_token = answer.header("x-kobo-synctoken")
+    if store_token:
+        headers["x-kobo-synctoken"] = services.kobo.with_store_token(device, page.token, store_token)
+    ours = msgspec.json.decode(page.body)
+    return msgspec.json.encode([*ours, *store_items])
+
+
+@get("/v1/library/{ids:str}/metadata")
+async def library_metadata(
     request: Request[Any, Any, Any], services: Services, device: DeviceRecord, token: str, ids: str
 ) -> Response[bytes]:
     wanted = [part.strip() for part in ids.split(",") if part.strip()][:100]
-    book_ids = [b for b in (_book_id(services, e) for e in wanted) if b is not None]
+    book_ids = [b for b in [await _known_book(services, e) for e in wanted] if b is not None]
+    if not book_ids:
+        forwarded = await _forward(request, services, _after_token(request, token))
+        if forwarded is not None:
+            return forwarded
     urls = _urls(request, services, token)
-    books = services.kobo_library.books(book_ids)
-    found = [services.kobo.metadata(book, urls) for book_id in book_ids if (book := books.get(book_id)) is not None]
-    return Response(content=b"[" + b",".join(msgspec.json.encode(m) for m in found) + b"]", media_type=JSON)
+
+    def found() -> bytes:
+        books = services.kobo_library.books(book_ids)
+        listed = [services.kobo.metadata(books[b], urls) for b in book_ids if b in books]
+        return b"[" + b",".join(msgspec.json.encode(m) for m in listed) + b"]"
+
+    return Response(content=await anyio.to_thread.run_sync(found), media_type=JSON)
 
 
 # Reading state (5.6, 8)
 
 
-@get("/v1/library/{entitlement:str}/state", sync_to_thread=True)
-def read_state(services: Services, device: DeviceRecord, entitlement: str) -> Response[bytes]:
-    book_id = _book_id(services, entitlement)
-    if book_id is None:
-        return _json([])  # a store book: nothing of ours (spec 5.6)
-    book = services.kobo_library.books([book_id]).get(book_id)
-    if book is None:
-        return _json([])
-    state = services.kobo_personal.state_of(device, book)
-    return _json([state])
+@get("/v1/library/{entitlement:str}/state")
+async def read_state(
+    request: Request[Any, Any, Any], services: Services, device: DeviceRecord, token: str, entitlement: str
+) -> Response[bytes]:
+    book_id = await _known_book(services, entitlement)
+    if book_id is None:  # a store book: the store's, or nothing of ours (spec 5.6)
+        return await _forward(request, services, _after_token(request, token)) or _json([])
+
+    def found() -> list[ReadingState]:
+        book = services.kobo_library.books([book_id]).get(book_id)
+        return [services.kobo_personal.state_of(device, book)] if book is not None else []
+
+    return _json(await anyio.to_thread.run_sync(found))
 
 
-@put("/v1/library/{entitlement:str}/state", sync_to_thread=True, status_code=200)
-def save_state(body: bytes, services: Services, device: DeviceRecord, entitlement: str) -> Response[bytes]:
+@put("/v1/library/{entitlement:str}/state", status_code=200)
+async def save_state(
+    request: Request[Any, Any, Any], body: bytes, services: Services, device: DeviceRecord, token: str, entitlement: str
+) -> Response[bytes]:
     update = _decode(_STATES, body)
-    book_id = _book_id(services, entitlement)
+    book_id = await _known_book(services, entitlement)
+    if book_id is None:
+        forwarded = await _forward(request, services, _after_token(request, token), body)
+        if forwarded is not None:
+            return forwarded
+    return await anyio.to_thread.run_sync(_save_states, services, device, entitlement, book_id, update)
+
+
+def _save_states(
+    services: Services, device: DeviceRecord, entitlement: str, book_id: int | None, update: ReadingStatesUpdate
+) -> Response[bytes]:
     results = []
     now = utc_now()
     for index, sent in enumerate(update.reading_states):
@@ -248,11 +374,15 @@ def save_state(body: bytes, services: Services, device: DeviceRecord, entitlemen
     return _json(UpdateResponse(update_results=results))
 
 
-@delete("/v1/library/{entitlement:str}", sync_to_thread=True, status_code=204)
-def remove_from_device(services: Services, device: DeviceRecord, entitlement: str) -> None:
-    book_id = _book_id(services, entitlement)
-    if book_id is not None:
-        services.kobo_personal.forget_book(device, book_id, now=utc_now())
+@delete("/v1/library/{entitlement:str}", status_code=200)  # the answer sets 204 itself
+async def remove_from_device(
+    request: Request[Any, Any, Any], services: Services, device: DeviceRecord, token: str, entitlement: str
+) -> Response[bytes]:
+    book_id = await _known_book(services, entitlement)
+    if book_id is None:
+        return await _forward(request, services, _after_token(request, token)) or Response(content=b"", status_code=204)
+    await anyio.to_thread.run_sync(partial(services.kobo_personal.forget_book, device, book_id, now=utc_now()))
+    return Response(content=b"", status_code=204)
 
 
 # Collections (5.8): every outcome a 2xx, the device retries failures forever (bookorbit#1005).
@@ -267,34 +397,59 @@ def create_tag(body: bytes, services: Services, device: DeviceRecord) -> Respons
     return _json(created, status=201)
 
 
-@put("/v1/library/tags/{tag:str}", sync_to_thread=True, status_code=200)
-def rename_tag(body: bytes, services: Services, device: DeviceRecord, tag: str) -> Response[bytes]:
+async def _not_our_tag(
+    request: Request[Any, Any, Any], services: Services, device: DeviceRecord, token: str, tag: str, body: bytes
+) -> Response[bytes] | None:
+    """The store's answer for a collection that is not one of our shelves, when proxying."""
+    if services.kobo_store_api is None:
+        return None
+    if await anyio.to_thread.run_sync(services.kobo_personal.has_collection, device, tag):
+        return None
+    return await _forward(request, services, _after_token(request, token), body)
+
+
+@put("/v1/library/tags/{tag:str}", status_code=200)
+async def rename_tag(
+    request: Request[Any, Any, Any], body: bytes, services: Services, device: DeviceRecord, token: str, tag: str
+) -> Response[bytes]:
     data = _decode(_TAG_RENAME, body)
-    services.kobo_personal.rename_collection(device, tag, data.name, now=utc_now())
+    if (forwarded := await _not_our_tag(request, services, device, token, tag, body)) is not None:
+        return forwarded
+    await anyio.to_thread.run_sync(
+        partial(services.kobo_personal.rename_collection, device, tag, data.name, now=utc_now())
+    )
     return _json({})
 
 
-@delete("/v1/library/tags/{tag:str}", sync_to_thread=True, status_code=200)
-def delete_tag(services: Services, device: DeviceRecord, tag: str) -> Response[bytes]:
-    services.kobo_personal.delete_collection(device, tag)
+@delete("/v1/library/tags/{tag:str}", status_code=200)
+async def delete_tag(
+    request: Request[Any, Any, Any], services: Services, device: DeviceRecord, token: str, tag: str
+) -> Response[bytes]:
+    if (forwarded := await _not_our_tag(request, services, device, token, tag, b"")) is not None:
+        return forwarded
+    await anyio.to_thread.run_sync(services.kobo_personal.delete_collection, device, tag)
     return _json({})
-
-
-# Litestar runs a sync handler declared on several paths without awaiting it: these two are async
-# and send the database work to a thread themselves.
 
 
 @post(["/v1/library/tags/{tag:str}/items", "/v1/library/tags/{tag:str}/Items"], status_code=201)
-async def add_tag_items(body: bytes, services: Services, device: DeviceRecord, tag: str) -> Response[bytes]:
+async def add_tag_items(
+    request: Request[Any, Any, Any], body: bytes, services: Services, device: DeviceRecord, token: str, tag: str
+) -> Response[bytes]:
     data = _decode(_TAG_ITEMS, body)
+    if (forwarded := await _not_our_tag(request, services, device, token, tag, body)) is not None:
+        return forwarded
     books = [i.revision_id for i in data.items if i.type == "ProductRevisionTagItem"]
     await anyio.to_thread.run_sync(partial(services.kobo_personal.add_to_collection, device, tag, books, now=utc_now()))
     return _json({}, status=201)
 
 
 @post(["/v1/library/tags/{tag:str}/items/delete", "/v1/library/tags/{tag:str}/Items/delete"], status_code=200)
-async def remove_tag_items(body: bytes, services: Services, device: DeviceRecord, tag: str) -> Response[bytes]:
+async def remove_tag_items(
+    request: Request[Any, Any, Any], body: bytes, services: Services, device: DeviceRecord, token: str, tag: str
+) -> Response[bytes]:
     data = _decode(_TAG_ITEMS, body)
+    if (forwarded := await _not_our_tag(request, services, device, token, tag, body)) is not None:
+        return forwarded
     books = [i.revision_id for i in data.items]
     await anyio.to_thread.run_sync(
         partial(services.kobo_personal.remove_from_collection, device, tag, books, now=utc_now())
@@ -338,6 +493,8 @@ def _cover(
     book_uuid = book_uuid_of(image_id)
     book_id = services.kobo_library.book_id(book_uuid.lower()) if _UUID.fullmatch(book_uuid) else None
     if book_id is None:
+        if services.kobo_store_api is not None:  # a store book's cover (spec 5.10)
+            return Redirect(f"{CDN}/{quote(image_id, safe='')}/{width}/{height}/false/image.jpg", status_code=307)
         raise CoverNotFoundError(f"no cover {image_id[:60]!r} in this library")
     path = services.kobo_covers.read(book_id, width, height, is_greyscale=greyscale.lower() == "true")
     return _send_file(
@@ -380,37 +537,50 @@ def cover_with_quality(
 
 
 @route("/v1/user/profile", http_method=[HttpMethod.GET, HttpMethod.POST], status_code=200)
-async def user_profile(device: DeviceRecord) -> Response[bytes]:
-    return _json({})
+async def user_profile(
+    request: Request[Any, Any, Any], services: Services, device: DeviceRecord, token: str
+) -> Response[bytes]:
+    return await _forward_or(request, services, token, {})
 
 
 @get("/v1/user/loyalty/benefits")
-async def loyalty_benefits(device: DeviceRecord) -> Response[bytes]:
-    return _json({"Benefits": {}})
+async def loyalty_benefits(
+    request: Request[Any, Any, Any], services: Services, device: DeviceRecord, token: str
+) -> Response[bytes]:
+    return await _forward_or(request, services, token, {"Benefits": {}})
 
 
 @route("/v1/analytics/gettests", http_method=[HttpMethod.GET, HttpMethod.POST], status_code=200)
-async def get_tests(request: Request[Any, Any, Any], device: DeviceRecord) -> Response[bytes]:
-    return _json({"Result": "Success", "TestKey": request.headers.get("x-kobo-userkey", "")[:200], "Tests": {}})
+async def get_tests(
+    request: Request[Any, Any, Any], services: Services, device: DeviceRecord, token: str
+) -> Response[bytes]:
+    local = {"Result": "Success", "TestKey": request.headers.get("x-kobo-userkey", "")[:200], "Tests": {}}
+    return await _forward_or(request, services, token, local)
 
 
 @get("/v1/products/{product:str}/nextread")
-async def next_read(device: DeviceRecord, product: str) -> Response[bytes]:
-    return _json([])
+async def next_read(
+    request: Request[Any, Any, Any], services: Services, device: DeviceRecord, token: str, product: str
+) -> Response[bytes]:
+    return await _forward_or(request, services, token, [])
 
 
 @get("/v1/products/books/series/{series:str}")
-async def series_products(device: DeviceRecord, series: str) -> Response[bytes]:
-    return _json({"TotalResultCount": 0, "SearchResults": []})
+async def series_products(
+    request: Request[Any, Any, Any], services: Services, device: DeviceRecord, token: str, series: str
+) -> Response[bytes]:
+    return await _forward_or(request, services, token, {"TotalResultCount": 0, "SearchResults": []})
 
 
 _ANY = [HttpMethod.GET, HttpMethod.POST, HttpMethod.PUT, HttpMethod.DELETE, HttpMethod.PATCH]
 
 
 @route("/{rest:path}", http_method=_ANY, status_code=200)
-async def catch_all(request: Request[Any, Any, Any], device: DeviceRecord, rest: str) -> Response[bytes]:
-    await request.body()  # drain it: the device expects its POST to be read
-    return _json({})
+async def catch_all(
+    request: Request[Any, Any, Any], services: Services, device: DeviceRecord, token: str, rest: str
+) -> Response[bytes]:
+    body = await request.body()  # read it either way: the device expects its POST to be read
+    return await _forward(request, services, _after_token(request, token), body) or _json({})
 
 
 _DEVICE_PATH = re.compile(r"^/kobo/(?P<token>[^/]+)(/|$)")
@@ -427,6 +597,8 @@ def handle_unmatched(request: Request[Any, Any, Any], exc: HTTPException) -> Res
     services: Services = request.app.state.services
     if services.kobo_devices.find(found["token"], epoch=services.kobo_devices.last_epoch, now=utc_now()) is None:
         return handle_app_error(request, UnknownDeviceError("this Kobo token is not valid; register the device again"))
+    if services.kobo_store_api is not None:
+        return ForwardedResponse(services.kobo_store_api, _after_token(request, found["token"]))
     return _json({})
 
 
