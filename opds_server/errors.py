@@ -22,6 +22,7 @@
     ├── ConflictError (409)
     ├── RangeNotSatisfiableError (416)
     ├── TooManyAttemptsError (429, Retry-After)
+    ├── SyncBusyError (503, Retry-After)
     └── LibraryUnavailableError (503, Retry-After)
 
 Errors of other layers map here in one place: ``StoreUnavailableError`` (Redis down where a change
@@ -196,6 +197,17 @@ class SearchIndexingError(LibraryUnavailableError):
 
 class LibraryBusyError(LibraryUnavailableError):
     """Calibre holds metadata.db's write lock past the busy timeout: the last good data still serves."""
+
+
+class SyncBusyError(AppError):
+    """A device's other sync session held its lock too long (``opds_server.kobo.locks``)."""
+
+    status = 503
+    title = "Sync busy"
+    slug = "sync-busy"
+
+    def __init__(self, detail: str, *, retry_after: int = 5) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
 
 
 class Problem(msgspec.Struct, frozen=True, kw_only=True):

@@ -36,6 +36,7 @@ from opds_server.kobo.covers import KoboCovers
 from opds_server.kobo.devices import DeviceDirectory
 from opds_server.kobo.kepubs import KepubService
 from opds_server.kobo.library import KoboLibrary
+from opds_server.kobo.locks import DeviceLocks
 from opds_server.kobo.personal import KoboPersonal
 from opds_server.kobo.session import KoboSync
 from opds_server.kobo.store import KoboStore as KoboStoreApi
@@ -86,6 +87,7 @@ class Services:
             personal=self.personal,
             choose_download=self.kepubs.choose,
             page_size=settings.kobo_page_size,
+            locks=DeviceLocks(settings.data_dir / "locks", redis_url=settings.redis_url, prefix=settings.redis_prefix),
         )
         self.kobo_personal = KoboPersonal(store=self.kobo_store, library=self.kobo_library, personal=self.personal)
         self.kobo_store_api = KoboStoreApi(settings.kobo_store_url) if settings.kobo_store_proxy else None
@@ -132,6 +134,7 @@ class Services:
     async def close(self) -> None:
         self.watcher.stop()
         self.kepubs.close()
+        self.kobo.locks.close()
         if self.kobo_store_api is not None:
             await self.kobo_store_api.close()
         self.library.close()

@@ -17,8 +17,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 
 import msgspec
 
@@ -26,6 +25,7 @@ from opds_server.calibre.model import Book
 from opds_server.db.kobo import DeviceRecord, KoboStore
 from opds_server.db.library import PersonalLibrary
 from opds_server.kobo.library import KoboLibrary, build_entitlement, build_metadata, removed_metadata
+from opds_server.kobo.locks import DeviceLocks
 from opds_server.kobo.urls import KoboUrls
 from sync.kobo.model import (
     BookMetadata,
@@ -90,21 +90,6 @@ class ShelfView(msgspec.Struct, frozen=True, kw_only=True):
     books: tuple[int, ...]
 
 
-class DeviceLocks:
-    """One lock per device within this process; ``opds_server.kobo.locks`` adds one across processes."""
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._locks: dict[int, threading.Lock] = {}
-
-    @contextmanager
-    def hold(self, device_id: int) -> Iterator[None]:
-        with self._guard:
-            lock = self._locks.setdefault(device_id, threading.Lock())
-        with lock:
-            yield
-
-
 class KoboSync:
     """Library sync sessions for every device."""
 
@@ -116,13 +101,14 @@ class KoboSync:
         personal: PersonalLibrary,
         choose_download: DownloadChooser,
         page_size: int,
+        locks: DeviceLocks,
     ) -> None:
         self.store = store
         self.library = library
         self.personal = personal
         self.choose_download = choose_download
         self.page_size = page_size
-        self.locks = DeviceLocks()
+        self.locks = locks
         self._snapshots: OrderedDict[tuple[int, int], Snapshot] = OrderedDict()
         self._plans: OrderedDict[tuple[int, int | None, int], SyncPlan] = OrderedDict()
         self._cache_lock = threading.Lock()

@@ -31,6 +31,7 @@ from opds_server.errors import (
     BookNotFoundError,
     CoverNotFoundError,
     InvalidBodyError,
+    SyncBusyError,
     UnknownDeviceError,
     handle_app_error,
     handle_http_exception,
@@ -38,6 +39,7 @@ from opds_server.errors import (
 )
 from opds_server.http import get_and_head
 from opds_server.kobo.library import book_uuid_of, kobo_file
+from opds_server.kobo.locks import DeviceBusyError
 from opds_server.kobo.session import SyncPage
 from opds_server.kobo.store import CDN, ForwardedResponse, StoreAnswer, forwarded_headers
 from opds_server.kobo.urls import KoboUrls, public_base
@@ -241,6 +243,8 @@ async def library_sync(
         )
     except ForgedSyncTokenError as exc:
         raise pure_error(exc) from exc
+    except DeviceBusyError as exc:
+        raise SyncBusyError(str(exc)) from exc
     headers = {"x-kobo-synctoken": page.token}
     body = page.body
     if page.has_more:
