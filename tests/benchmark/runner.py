@@ -8,6 +8,8 @@ Runs alternate with and without credentials; the medians and their ratio are pri
 server listens on 127.0.0.1 only.
 
 ``generate PATH --books N``: write a large Calibre library to benchmark against (``library.py``).
+
+``kobo --library PATH``: a Kobo's first full sync and its reading-state calls (``kobo.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.benchmark.kobo import add_kobo_command
 from tests.benchmark.library import CalibreNotFoundError, generate_library
 from tests.benchmark.suite import add_freshness_command, add_suite_command
 from tests.conftest import FIXTURE_LIBRARY, ROOT, start_server, stop_server
@@ -119,6 +122,7 @@ def main(arguments: list[str]) -> int:
     auth.add_argument("--seconds", type=int, default=5)
     add_suite_command(commands)
     add_freshness_command(commands)
+    add_kobo_command(commands)
     generate = commands.add_parser("generate", help="write a large Calibre library into a new folder")
     generate.add_argument("path", type=Path, help="a folder that is missing or empty")
     generate.add_argument("--books", type=int, default=100_000)
