@@ -243,7 +243,9 @@ def problem_response(
 
 
 def handle_app_error(request: Request[Any, Any, Any], exc: AppError) -> Response[bytes]:
-    if exc.status >= 500:
+    if isinstance(exc, LibraryUnavailableError | SyncBusyError):  # a known state, not a bug: no traceback
+        log.warning("%s %s -> %d: %s", request.method, shown_path(request), exc.status, redact(exc.detail))
+    elif exc.status >= 500:
         log.error("%s %s failed: %s", request.method, shown_path(request), redact(exc.detail), exc_info=exc)
     else:
         log.info("%s %s -> %d: %s", request.method, shown_path(request), exc.status, redact(exc.detail))

@@ -4,8 +4,10 @@ Spec 6.3, following Komga and calibre-web-automated: one download per book. A KE
 goes as it is. An EPUB goes as a KEPUB we make (``sync.kobo.kepub``), because the Kobo keeps
 reading positions, statistics and highlights only for KEPUBs; fixed-layout EPUBs go as
 ``EPUB3FL`` and EPUBs that cannot be converted as ``EPUB3``. Conversion runs on a background
-thread as soon as a sync page offers a book, once per version of its EPUB; a download that
-arrives first waits for it (or converts itself), and a failure sends the EPUB.
+thread as soon as a sync page offers a book (in sessions of up to 100 new or changed books: a
+first sync of 100,000 books does not fill the disk with KEPUBs nobody downloads), once per
+version of its EPUB; a download that arrives first waits for it (or converts itself), and a
+failure sends the EPUB.
 
 The size announced is the KEPUB's once it exists; before that, the EPUB's (as Komga does, which
 devices accept). It is not part of the snapshot version, so a finished conversion does not make
@@ -89,8 +91,11 @@ class KepubService:
             log.warning("book %d: no KEPUB made from %s: %s", book_id, epub, exc)
             return None
 
-    def choose(self, book: Book, urls: KoboUrls) -> DownloadUrl | None:
-        """The one download a Kobo is offered for a book; ``None`` when it has no EPUB or KEPUB."""
+    def choose(self, book: Book, urls: KoboUrls, prepare: bool) -> DownloadUrl | None:  # noqa: FBT001  # a DownloadChooser
+        """The one download a Kobo is offered for a book; ``None`` when it has no EPUB or KEPUB.
+
+        ``prepare``: convert the EPUB in the background now, as the device will likely fetch it.
+        """
         source = kobo_file(self.root, book)
         if source is None:
             return None
@@ -108,7 +113,7 @@ class KepubService:
             offered, fetched = "EPUB3FL", "epub"
         elif status == "failed":
             offered, fetched = "EPUB3", "epub"
-        elif status == "pending":
+        elif status == "pending" and prepare:
             self._schedule(book.id, source.path)
         return DownloadUrl(format=offered, size=size, url=urls.download(book.uuid, fetched))
 

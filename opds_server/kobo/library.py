@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -98,19 +99,36 @@ class KoboLibrary:
 
     def __init__(self, library: Library) -> None:
         self.library = library
+        self._entries: tuple[str, list[BookEntry]] | None = None
+        self._lock = threading.Lock()
 
     @property
     def root(self) -> Path:
         return self.library.db.library
 
     def entries(self, *, only: Iterable[int] | None = None) -> list[BookEntry]:
-        """Every offered book (or those of ``only``) with its version, by id."""
-        self.library.snapshot()
+        """Every offered book (or those of ``only``) with its version, by id.
+
+        The whole list is kept for the library's generation: a device's next session after it
+        saved reading states (the library unchanged) reuses it instead of reading and stat-ing
+        every book again (4 s at 100,000 books).
+        """
+        generation = self.library.snapshot().generation
+        if only is None:
+            with self._lock:
+                if self._entries is not None and self._entries[0] == generation:
+                    return self._entries[1]
+            found = self._read_entries(None)
+            with self._lock:
+                self._entries = (generation, found)
+            return found
+        return self._read_entries(set(only))
+
+    def _read_entries(self, wanted: set[int] | None) -> list[BookEntry]:
         rows = self.library.db.fetch(
             "SELECT b.id, b.uuid, b.path, b.has_cover, b.last_modified, d.format, d.name"
             " FROM books b JOIN data d ON d.book = b.id WHERE d.format IN ('KEPUB', 'EPUB') ORDER BY b.id"
         )
-        wanted = set(only) if only is not None else None
         files: dict[int, dict[str, tuple[str, str, object, object, object]]] = {}
         for book_id, book_uuid, path, has_cover, modified, fmt, name in rows:
             key = int(str(book_id))

@@ -58,9 +58,16 @@ from sync.kobo.token import SyncToken, decode_token, encode_token
 PAGE_BYTES = 200_000
 PAGE_SECONDS = 8.0
 BATCH = 25
+MAX_CACHED = 3
+"""Decoded snapshots (and plans) kept per process: the two of a session in progress and one more
+(a snapshot of 100,000 books is about 15 MB of objects)."""
+PREPARE_LIMIT = 100
+"""A session sending at most this many new or changed books converts their KEPUBs ahead; a first
+sync of a large library does not convert everything (each book converts when downloaded)."""
 _TAG_NAMESPACE = uuid.UUID("0b7f3f8e-5a0c-4f4e-8d59-3a7c2e1d9b64")
 
-DownloadChooser = Callable[[Book, KoboUrls], DownloadUrl | None]
+DownloadChooser = Callable[[Book, KoboUrls, bool], DownloadUrl | None]
+"""``(book, urls, prepare)``: the download offered for a book; ``prepare`` converts it ahead."""
 
 
 def tag_id(shelf_id: int, created: dt.datetime) -> str:
@@ -182,7 +189,7 @@ class KoboSync:
             return None
         with self._cache_lock:
             self._snapshots[key] = snapshot
-            while len(self._snapshots) > 8:
+            while len(self._snapshots) > MAX_CACHED:
                 self._snapshots.popitem(last=False)
         return snapshot
 
@@ -201,13 +208,13 @@ class KoboSync:
         plan = plan_sync(previous, current, device_id=device.id)
         with self._cache_lock:
             self._plans[key] = plan
-            while len(self._plans) > 8:
+            while len(self._plans) > MAX_CACHED:
                 self._plans.popitem(last=False)
         return plan
 
-    def metadata(self, book: Book, urls: KoboUrls) -> BookMetadata:
+    def metadata(self, book: Book, urls: KoboUrls, *, prepare: bool = False) -> BookMetadata:
         """A book's ``BookMetadata`` as sync and ``/v1/library/{id}/metadata`` send it."""
-        return build_metadata(book, root=self.library.root, download=self.choose_download(book, urls))
+        return build_metadata(book, root=self.library.root, download=self.choose_download(book, urls, prepare))
 
     # Sessions
 
@@ -259,10 +266,11 @@ class KoboSync:
         size = 2
         count = 0
         current = self._snapshot(device.id, token.to) or Snapshot()
+        prepare = len(plan.new) + len(plan.changed) <= PREPARE_LIMIT
         while position is not None and count < self.page_size:
             phase, index = position
             batch = plan.items(phase)[index : index + min(BATCH, self.page_size - count)]
-            encoded = self._materialise(device, phase, batch, current, urls, now=now)
+            encoded = self._materialise(device, phase, batch, current, urls, prepare=prepare, now=now)
             taken = 0
             for pieces in encoded:
                 piece_size = sum(len(p) + 1 for p in pieces)
@@ -297,6 +305,7 @@ class KoboSync:
         current: Snapshot,
         urls: KoboUrls,
         *,
+        prepare: bool,
         now: dt.datetime,
     ) -> list[list[bytes]]:
         """Each action's JSON objects (one action may need several, see ``plan_sync``)."""
@@ -339,7 +348,7 @@ class KoboSync:
                 out.append([encode(SyncItem(changed_reading_state=ReadingStateChange(reading_state=state)))])
                 continue
             entitlement = build_entitlement(book.uuid, created=book.timestamp, modified=book.last_modified)
-            metadata = self.metadata(book, urls)
+            metadata = self.metadata(book, urls, prepare=prepare)
             item = Entitlement(book_entitlement=entitlement, book_metadata=metadata, reading_state=state)
             pieces = [encode(SyncItem(new_entitlement=item))]
             if phase == "changed":
