@@ -40,7 +40,8 @@ from opds_server.routes.api_library import library_router
 from opds_server.routes.feeds import feed_router
 from opds_server.routes.files import files_router
 from opds_server.routes.health import health
-from opds_server.routes.kobo import handle_unmatched, kobo_router, reading_services_router
+from opds_server.routes.kobo import kobo_router
+from opds_server.routes.kobo_store import handle_unmatched, reading_services_router
 from opds_server.routes.personal import personal_router
 from opds_server.state import Services, provide_principal, provide_services
 
