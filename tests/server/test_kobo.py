@@ -141,6 +141,20 @@ def test_cli_registers_a_device_and_prints_the_line_for_the_conf_file(kobo_serve
     assert found is not None, line
     device = Kobo(kobo_server.server.url, found.group(1))
     assert device.call("GET", "/v1/initialization").status_code == 200
+
+    def cli(*arguments: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "opds_server", "kobo", *arguments]
+        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+    listed = cli("list", "ada")
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [r.split("\t") for r in listed.stdout.splitlines() if "\tClara\t" in r]
+    assert row[2:4] == ["active", "syncs library"]
+    assert cli("revoke", "ada", row[0]).returncode == 0
+    assert device.call("GET", "/v1/initialization").status_code == 401
+    again = cli("revoke", "ada", row[0])
+    assert again.returncode != 0
+    assert "no active Kobo device" in again.stderr
     unknown = subprocess.run(
         [sys.executable, "-m", "opds_server", "kobo", "add-device", "nobody"],
         cwd=ROOT,
