@@ -29,6 +29,7 @@ so a request made after Calibre's write never gets old bytes.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import threading
@@ -153,7 +154,12 @@ class FastPathMiddleware:
             await self.app(scope, receive, send)  # the application refuses, in its words
             return
         key = _request_key(http) + ((user_id,) if ROOTS.match(http["path"]) else ())
-        await self._answer(http, snapshot.generation, key, self.answers.get(key), receive, send)
+        # A feed rendered in the second of the library's change has no Last-Modified (routes/feeds.py):
+        # kept apart, so the answer stored after that second carries one.
+        generation = snapshot.generation
+        if snapshot.updated >= dt.datetime.now(tz=dt.UTC).replace(microsecond=0):
+            generation += ":unsettled"
+        await self._answer(http, generation, key, self.answers.get(key), receive, send)
 
     async def _answer(  # noqa: PLR0917 - one request's parts, passed on as they are
         self,

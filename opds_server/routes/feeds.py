@@ -75,9 +75,13 @@ def _plan(
     base = public_base(request, services)
     profile = client_profile(request)
     etag_parts = (snapshot.generation, flavour, base, profile, request.url.path, request.url.query)
+    # Last-Modified has whole seconds: while the library's change is in the current second another
+    # change may follow under the same value, and KOReader caches a feed by URL + Last-Modified
+    # (spec B.1). Such a value is weak (RFC 9110 8.8.2.2), so it is left out; the ETag stays.
+    is_settled = snapshot.updated < dt.datetime.now(tz=dt.UTC).replace(microsecond=0)
     return _Plan(
         etag=make_etag(*etag_parts, *(("user", *personal) if personal is not None else ()), weak=True),
-        last_modified=snapshot.updated if personal is None else None,
+        last_modified=snapshot.updated if personal is None and is_settled else None,
         render=lambda: render(Hrefs(base, flavour, has_raw_templates=profile.has_raw_templates), profile),
     )
 
