@@ -10,6 +10,9 @@ server listens on 127.0.0.1 only.
 ``generate PATH --books N``: write a large Calibre library to benchmark against (``library.py``).
 
 ``kobo --library PATH``: a Kobo's first full sync and its reading-state calls (``kobo.py``).
+
+``kosync --library PATH``: KOReader progress pushes and pulls from concurrent devices, against the
+cheapest answer of the same server (``kosync.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 import httpx
 
 from tests.benchmark.kobo import add_kobo_command
+from tests.benchmark.kosync import add_kosync_command
 from tests.benchmark.library import CalibreNotFoundError, generate_library
 from tests.benchmark.suite import add_freshness_command, add_suite_command
 from tests.conftest import FIXTURE_LIBRARY, ROOT, start_server, stop_server
@@ -123,6 +127,7 @@ def main(arguments: list[str]) -> int:
     add_suite_command(commands)
     add_freshness_command(commands)
     add_kobo_command(commands)
+    add_kosync_command(commands)
     generate = commands.add_parser("generate", help="write a large Calibre library into a new folder")
     generate.add_argument("path", type=Path, help="a folder that is missing or empty")
     generate.add_argument("--books", type=int, default=100_000)
