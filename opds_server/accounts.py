@@ -45,10 +45,17 @@ class Accounts:
         return found
 
     def add_user(self, name: str, password: str, *, is_admin: bool) -> UserRecord:
-        return self.users.create_user(name, self.passwords.hash(password), is_admin=is_admin, now=self.now())
+        user = self.users.create_user(name, self.passwords.hash(password), is_admin=is_admin, now=self.now())
+        self.users.set_kosync_hash(user.id, self.passwords.kosync_hash(password))
+        return user
 
     def set_password(self, name: str, password: str) -> None:
-        self.users.set_password_hash(self.user(name).id, self.passwords.hash(password), now=self.now())
+        self.users.set_password_hash(
+            self.user(name).id,
+            self.passwords.hash(password),
+            now=self.now(),
+            kosync_hash=self.passwords.kosync_hash(password),
+        )
 
     def delete_user(self, name: str) -> None:
         self.users.delete_user(self.user(name).id)
@@ -63,8 +70,11 @@ class Accounts:
         user = self.user(name)
         record = self.users.create_app_password(user.id, label, "", tuple(scopes), now=self.now())
         token = secrets.token_urlsafe(24)
-        self.users.set_app_password_hash(record.id, self.passwords.hash(token))
-        return record, app_password_text(record.id, token)
+        text = app_password_text(record.id, token)
+        self.users.set_app_password_hash(
+            record.id, self.passwords.hash(token), kosync_hash=self.passwords.kosync_hash(text)
+        )
+        return record, text
 
     def revoke_app_password(self, name: str, password_id: int) -> bool:
         return self.users.revoke_app_password(self.user(name).id, password_id, now=self.now())

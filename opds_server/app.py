@@ -42,6 +42,7 @@ from opds_server.routes.files import files_router
 from opds_server.routes.health import health
 from opds_server.routes.kobo import kobo_router
 from opds_server.routes.kobo_store import handle_unmatched, reading_services_router
+from opds_server.routes.kosync import kosync_router
 from opds_server.routes.personal import personal_router
 from opds_server.state import Services, provide_principal, provide_services
 
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             files_router,
             health,
             kobo_router(),
+            kosync_router(),
             reading_services_router,
             *auth_routers(),
             library_router(),

@@ -86,6 +86,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     kobo_store_url: str = "https://storeapi.kobo.com"
     """The Kobo store's API, when `OPDS_KOBO_STORE_PROXY` is on."""
 
+    kosync_registration: bool = False
+    """Let KOReader's sync plugin register new users (`POST /kosync/users/create`, five per address
+    an hour); off, KOReader logs in with an existing user's password or app password."""
+
     anonymous_browsing: bool = False
     """Serve the catalogue without a login even when users exist; personal feeds and the API still
     need one. With no user at all, the catalogue is open until the first one is added."""
@@ -108,6 +112,7 @@ _ENV_NAMES: Mapping[str, str] = {
     "OPDS_KOBO_KEPUB": "kobo_kepub",
     "OPDS_KOBO_STORE_PROXY": "kobo_store_proxy",
     "OPDS_KOBO_STORE_URL": "kobo_store_url",
+    "OPDS_KOSYNC_REGISTRATION": "kosync_registration",
 }
 _FIELD_TO_ENV = {field: env for env, field in _ENV_NAMES.items()}
 _SECRET_FIELDS = {"secret_key"}

@@ -10,6 +10,7 @@ from typing import Any
 
 from litestar import Request
 from litestar.datastructures import State
+from sqlalchemy.exc import SQLAlchemyError
 
 from feeds import vocab
 from feeds.model import AuthenticationDocument, Link
@@ -27,8 +28,10 @@ from opds_server.calibre.snapshot import Library
 from opds_server.catalog.hrefs import Flavour, Hrefs
 from opds_server.catalog.service import Catalog
 from opds_server.config import Settings
+from opds_server.db.document_keys import DocumentKeyStore
 from opds_server.db.engine import database_url, make_engine, migrate
 from opds_server.db.kobo import KoboStore
+from opds_server.db.kosync import KosyncStore
 from opds_server.db.library import PersonalLibrary
 from opds_server.db.users import UserStore
 from opds_server.errors import LibraryUnavailableError
@@ -40,6 +43,10 @@ from opds_server.kobo.locks import DeviceLocks
 from opds_server.kobo.personal import KoboPersonal
 from opds_server.kobo.session import KoboSync
 from opds_server.kobo.store import KoboStore as KoboStoreApi
+from opds_server.koreader.accounts import KosyncAccounts
+from opds_server.koreader.keys import DocumentKeyIndexer
+from opds_server.koreader.refresh import ThrottledRefresh
+from opds_server.koreader.sync import KoreaderSync
 from opds_server.storage.derived import PlaceholderStore, ThumbnailStore
 from opds_server.storage.kepub import KepubStore
 from opds_server.watcher import LibraryWatcher
@@ -92,6 +99,18 @@ class Services:
         self.kobo_personal = KoboPersonal(store=self.kobo_store, library=self.kobo_library, personal=self.personal)
         self.kobo_store_api = KoboStoreApi(settings.kobo_store_url) if settings.kobo_store_proxy else None
         self.kobo_covers = KoboCovers(settings.data_dir / "kobo-covers", self.catalog, self.placeholders)
+        self.document_keys = DocumentKeyIndexer(
+            self.library, DocumentKeyStore(self.engine), settings.data_dir / "kepub"
+        )
+        self.koreader = KoreaderSync(
+            store=KosyncStore(self.engine),
+            keys=self.document_keys.store,
+            kobo=self.kobo_store,
+            personal=self.personal,
+            library=self.library,
+        )
+        self.kosync_accounts = KosyncAccounts(self.users, self.passwords)
+        self.key_refresh = ThrottledRefresh(self.document_keys.refresh)
         epoch: Epoch = StoreEpoch(self.store) if settings.redis_url else FileEpoch(settings.data_dir / "auth-epoch")
         self.authenticator = Authenticator(
             users=self.users,
@@ -121,9 +140,10 @@ class Services:
         at start-up so the first reader does not pay for it)."""
         try:
             self.library.snapshot()
+            self.key_refresh.request()
             self.library.fill_search()
             self.library.writer.merge_search()
-        except (LibraryUnavailableError, sqlite3.Error) as exc:
+        except (LibraryUnavailableError, sqlite3.Error, SQLAlchemyError, OSError) as exc:
             log.warning("library refresh failed: %s", exc)
 
     def start(self) -> None:
@@ -134,6 +154,7 @@ class Services:
     async def close(self) -> None:
         self.watcher.stop()
         self.kepubs.close()
+        self.key_refresh.cancel()
         self.kobo.locks.close()
         if self.kobo_store_api is not None:
             await self.kobo_store_api.close()

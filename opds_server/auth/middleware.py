@@ -35,10 +35,11 @@ _PUBLIC = re.compile(
 )
 _ACCOUNT = re.compile(r"^/api(/|$)")
 _SYNC = re.compile(r"^/(kobo|kosync)(/|$)")
-# A Kobo's credential is the token in its path (routes/kobo.py checks it), and the reading-services
+# A Kobo's credential is the token in its path (routes/kobo.py checks it), KOReader's sync plugin
+# sends its own x-auth-* headers (routes/kosync.py checks them), and the reading-services
 # calls at the site root carry only the bearer token we made up for the device: neither goes
 # through Basic or JWT authentication, which would refuse them.
-_DEVICE = re.compile(r"^/(kobo/|api/v3/content/|api/UserStorage(/|$)|api/internal/notebooks(/|$))")
+_DEVICE = re.compile(r"^/(kobo/|kosync(/|$)|api/v3/content/|api/UserStorage(/|$)|api/internal/notebooks(/|$))")
 _PERSONAL = re.compile(r"^/opds(/v2)?/(favourites|shelves|reading|finished)(/|$)")
 
 

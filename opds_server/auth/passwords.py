@@ -6,12 +6,18 @@ the answer and its timing do not tell an unknown name from a wrong password.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 MAX_PASSWORD_LENGTH = 1024
+
+
+def kosync_key(password: str) -> str:
+    """What KOReader sends for a password: its md5 as lowercase hex."""
+    return hashlib.md5(password.encode(), usedforsecurity=False).hexdigest()
 
 
 class PasswordPolicyError(ValueError):
@@ -32,6 +38,15 @@ class Passwords:
         if len(password) > MAX_PASSWORD_LENGTH:
             raise PasswordPolicyError(f"a password has at most {MAX_PASSWORD_LENGTH} characters")
         return self._hasher.hash(password)
+
+    def hash_kosync_key(self, key: str) -> str:
+        """The kept hash of a key KOReader sent (a registration through the plugin)."""
+        return self._hasher.hash(key.lower())
+
+    def kosync_hash(self, password: str) -> str:
+        """The hash kept for KOReader's sync plugin, which sends md5(password) as ``x-auth-key``
+        (spec A.10): argon2 of that md5, so what is stored is never a bare md5."""
+        return self._hasher.hash(kosync_key(password))
 
     def verify(self, stored: str | None, password: str) -> bool:
         """Whether ``password`` matches ``stored``; ``None`` (no such user) costs the same and fails."""

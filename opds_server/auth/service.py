@@ -199,6 +199,8 @@ class Authenticator:
             return None
         if self.passwords.needs_rehash(stored):
             self.users.rehash_password(user.id, stored, self.passwords.hash(password))
+        if self.users.read_kosync_hash(user.id) is None:  # set before KOReader sync existed: make it now
+            self.users.set_kosync_hash(user.id, self.passwords.kosync_hash(password))
         return Principal(
             user_id=user.id, name=user.name, is_admin=user.is_admin, scopes=ALL_SCOPES, token_version=user.token_version
         )
@@ -212,6 +214,8 @@ class Authenticator:
         if user is None or user.is_disabled or name_key(user.name) != name_key(name):
             return None
         self.users.touch_app_password(record.id, now=self._clock())
+        if record.has_kosync_hash is False:
+            self.users.set_app_password_kosync_hash(record.id, self.passwords.kosync_hash(f"opds_{record.id}_{secret}"))
         return Principal(
             user_id=user.id,
             name=user.name,
@@ -236,6 +240,58 @@ class Authenticator:
             await self.store.increment(f"fail:addr:{address}", ttl=FAILURE_WINDOW)
         except StoreUnavailableError as exc:
             self._store_failed(exc)
+
+    # KOReader's sync plugin: x-auth-user and x-auth-key = md5(password) (spec A.10)
+
+    async def kosync(self, name: str, key: str, address: str) -> Principal:
+        """The principal behind KOReader's ``x-auth-user`` / ``x-auth-key``: the account's password
+        or one of its app passwords, as md5 hex; verified once with argon2, then cached like Basic.
+
+        Raises:
+            AuthenticationError: unknown user, wrong key, or a credential without the sync scope.
+            RateLimitedError: too many failures for this account or address.
+        """
+        cache_key = self._key("kosync", name_key(name), key.lower())
+        epoch = await self.current_epoch()
+        if epoch is not None:
+            cached = await self._read(cache_key)
+            if cached is not None and cached.epoch == epoch:
+                return cached.principal
+        await self._check_limits(name, address)
+        principal = await anyio.to_thread.run_sync(self._verify_kosync, name, key.lower())
+        if principal is None or not principal.can(Scope.SYNC):
+            await self._count_failure(name, address)
+            raise AuthenticationError("wrong user name or key")
+        if epoch is not None:
+            await self._write(cache_key, msgspec.msgpack.encode(_Cached(epoch, principal)))
+        return principal
+
+    def _verify_kosync(self, name: str, key: str) -> Principal | None:
+        self.argon2_checks += 1
+        user = self.users.find_user(name)
+        stored = self.users.read_kosync_hash(user.id) if user else None
+        if user is None or user.is_disabled:
+            self.passwords.verify(None, key)  # the same cost as a wrong key
+            return None
+        if stored is not None and self.passwords.verify(stored, key):
+            return Principal(
+                user_id=user.id,
+                name=user.name,
+                is_admin=user.is_admin,
+                scopes=ALL_SCOPES,
+                token_version=user.token_version,
+            )
+        for record, app_hash in self.users.app_password_kosync_hashes(user.id):
+            if self.passwords.verify(app_hash, key):
+                return Principal(
+                    user_id=user.id,
+                    name=user.name,
+                    is_admin=False,
+                    scopes=frozenset(Scope(s) for s in record.scopes if s in Scope.__members__.values()),
+                    token_version=user.token_version,
+                    app_password_id=record.id,
+                )
+        return None
 
     # Bearer
 

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 _MIGRATION_LOCK = 7_061_732_115  # pg_advisory_lock key: "opds" migrations
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0004"
 """The newest migration (tests check it is alembic's head). A database already there is not
 migrated, so a worker never imports alembic (11 MB of resident memory per worker)."""
 

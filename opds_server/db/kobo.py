@@ -305,7 +305,10 @@ class KoboStore:
             newest: dict[int, OtherProgress] = {}
             for row in session.scalars(query.order_by(ReadingProgress.updated_at)):
                 newest[row.book_id] = OtherProgress(
-                    percentage=row.percentage, is_finished=row.is_finished, updated_at=row.updated_at
+                    percentage=row.percentage,
+                    is_finished=row.is_finished,
+                    updated_at=row.updated_at,
+                    locator=row.locator,
                 )
             return newest
 

@@ -53,6 +53,8 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(64))
     name_key: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
+    kosync_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    """argon2 of md5(password): what KOReader's sync plugin sends (spec A.10); never a bare md5."""
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     is_disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     token_version: Mapped[int] = mapped_column(Integer, default=0)
@@ -67,6 +69,7 @@ class AppPassword(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     label: Mapped[str] = mapped_column(String(100))
     secret_hash: Mapped[str] = mapped_column(String(255))
+    kosync_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
     scopes: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -194,3 +197,44 @@ class KoboReadingState(Base):
     status_info: Mapped[str | None] = mapped_column(Text, nullable=True)
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     origin_device: Mapped[int] = mapped_column(Integer)
+
+
+class DocumentKey(Base):
+    """A KOReader document key of a byte stream we serve for a book (shared/specs/koreader-sync.md C.1).
+
+    ``variant`` says which stream: ``file`` the library's own file of ``format``, ``kepub`` the
+    KEPUB we made of its EPUB, ``filename`` the MD5 of the name KOReader's OPDS browser gives a
+    download (``file_size`` and ``file_mtime_ns`` then describe the library file it names).
+    """
+
+    __tablename__ = "document_keys"
+    __table_args__ = (Index("ix_document_keys_book", "book_id"),)
+
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    book_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    format: Mapped[str] = mapped_column(String(16), primary_key=True)
+    variant: Mapped[str] = mapped_column(String(16), primary_key=True)
+    file_size: Mapped[int] = mapped_column(BigInteger)
+    file_mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    indexed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class KosyncProgress(Base):
+    """A KOReader position as the sync plugin pushed it, per reader and document key (spec A.11).
+
+    Kept for documents we cannot match too (KOReader to KOReader sync of sideloaded books);
+    ``book_id`` links it to the library once a key or the metadata matches.
+    """
+
+    __tablename__ = "kosync_progress"
+    __table_args__ = (Index("ix_kosync_progress_book", "user_id", "book_id"),)
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    document: Mapped[str] = mapped_column(String(128), primary_key=True)
+    progress: Mapped[str] = mapped_column(Text)
+    percentage: Mapped[float] = mapped_column(Float)
+    device: Mapped[str] = mapped_column(Text)
+    device_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    book_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    metadata_json: Mapped[str | None] = mapped_column(Text, nullable=True)

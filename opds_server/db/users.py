@@ -46,6 +46,7 @@ class AppPasswordRecord(msgspec.Struct, frozen=True, kw_only=True):
     created_at: dt.datetime
     last_used_at: dt.datetime | None
     revoked_at: dt.datetime | None
+    has_kosync_hash: bool = False
 
 
 class RefreshOutcome(StrEnum):
@@ -103,6 +104,7 @@ def _app_password(row: AppPassword) -> AppPasswordRecord:
         created_at=row.created_at,
         last_used_at=row.last_used_at,
         revoked_at=row.revoked_at,
+        has_kosync_hash=row.kosync_hash is not None,
     )
 
 
@@ -164,11 +166,22 @@ class UserStore:
             )
             return bool(result.rowcount)  # type: ignore[attr-defined]  # CursorResult of an UPDATE
 
-    def set_password_hash(self, user_id: int, password_hash: str, *, now: dt.datetime) -> bool:
-        """New password: its hash, and every token issued before it stops working."""
-        changed = self._bump(user_id, now, password_hash=password_hash)
+    def set_password_hash(
+        self, user_id: int, password_hash: str, *, now: dt.datetime, kosync_hash: str | None = None
+    ) -> bool:
+        """New password: its hash (and its KOReader hash), and every token issued before it stops working."""
+        changed = self._bump(user_id, now, password_hash=password_hash, kosync_hash=kosync_hash)
         self.revoke_user_tokens(user_id, now=now)
         return changed
+
+    def read_kosync_hash(self, user_id: int) -> str | None:
+        with Session(self.engine) as session:
+            return session.scalar(select(User.kosync_hash).where(User.id == user_id))
+
+    def set_kosync_hash(self, user_id: int, kosync_hash: str) -> None:
+        """The KOReader hash of the current password (no token is revoked: the password is the same)."""
+        with Session(self.engine) as session, session.begin():
+            session.execute(update(User).where(User.id == user_id).values(kosync_hash=kosync_hash))
 
     def rehash_password(self, user_id: int, old_hash: str, new_hash: str) -> None:
         """Store a stronger hash of the same password (argon2 parameters changed); tokens stay valid."""
@@ -204,9 +217,28 @@ class UserStore:
             session.flush()
             return _app_password(row)
 
-    def set_app_password_hash(self, password_id: int, secret_hash: str) -> None:
+    def set_app_password_hash(self, password_id: int, secret_hash: str, *, kosync_hash: str | None = None) -> None:
+        values = {"secret_hash": secret_hash} | ({"kosync_hash": kosync_hash} if kosync_hash else {})
         with Session(self.engine) as session, session.begin():
-            session.execute(update(AppPassword).where(AppPassword.id == password_id).values(secret_hash=secret_hash))
+            session.execute(update(AppPassword).where(AppPassword.id == password_id).values(**values))
+
+    def set_app_password_kosync_hash(self, password_id: int, kosync_hash: str) -> None:
+        with Session(self.engine) as session, session.begin():
+            session.execute(update(AppPassword).where(AppPassword.id == password_id).values(kosync_hash=kosync_hash))
+
+    def app_password_kosync_hashes(self, user_id: int) -> list[tuple[AppPasswordRecord, str]]:
+        """The user's live app passwords that have a KOReader hash, newest first."""
+        with Session(self.engine) as session:
+            rows = session.scalars(
+                select(AppPassword)
+                .where(
+                    AppPassword.user_id == user_id,
+                    AppPassword.revoked_at.is_(None),
+                    AppPassword.kosync_hash.is_not(None),
+                )
+                .order_by(AppPassword.id.desc())
+            )
+            return [(_app_password(row), str(row.kosync_hash)) for row in rows]
 
     def read_app_password(self, password_id: int) -> tuple[AppPasswordRecord, str] | None:
         with Session(self.engine) as session:

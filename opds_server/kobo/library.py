@@ -23,6 +23,7 @@ from opds_server.calibre.books import book_file_name, read_books
 from opds_server.calibre.comments import sanitise_html
 from opds_server.calibre.model import Book
 from opds_server.calibre.snapshot import Library, language_tag
+from opds_server.koreader.spine import read_spine
 from sync.kobo.model import (
     ActivePeriod,
     BookEntitlement,
@@ -33,7 +34,9 @@ from sync.kobo.model import (
     Series,
 )
 from sync.kobo.snapshot import BookEntry
+from sync.kobo.state import OtherProgress
 from sync.kobo.timestamps import format_timestamp
+from sync.koreader.progress import chapter_of
 
 KOBO_FORMATS = ("KEPUB", "EPUB")
 _SERIES_NAMESPACE = uuid.UUID("6f1d3c57-2a4e-4a8b-9a55-1b6f0f6f4c11")
@@ -237,3 +240,16 @@ def removed_metadata(book_uuid: str) -> BookMetadata:
         contributors=[],
         contributor_roles=[],
     )
+
+
+def locate(root: Path, book: Book, other: OtherProgress | None) -> OtherProgress | None:
+    """``other`` with the spine document its locator points into, when it is a KOReader XPointer
+    (``DocFragment[N]``) into this book's EPUB: the Kobo then opens that chapter (spec C.3)."""
+    if other is None or other.locator is None or other.source is not None:
+        return other
+    chapter = chapter_of(other.locator)
+    source = kobo_file(root, book)
+    spine = read_spine(source.path) if chapter is not None and source is not None else None
+    if spine is None or chapter is None or chapter > len(spine.hrefs):
+        return other
+    return msgspec.structs.replace(other, source=spine.hrefs[chapter - 1])

@@ -17,7 +17,7 @@ import msgspec
 from opds_server.calibre.model import Book
 from opds_server.db.kobo import KOBO_DEVICE_KIND, DeviceRecord, KoboStore
 from opds_server.db.library import PersonalLibrary, ShelfNameError, ShelfRecord
-from opds_server.kobo.library import KoboLibrary
+from opds_server.kobo.library import KoboLibrary, locate
 from opds_server.kobo.session import tag_id
 from sync.kobo.model import ReadingState, ReadingStateUpdate
 from sync.kobo.state import StoredState, apply_update, progress_of, reading_state
@@ -35,7 +35,7 @@ class KoboPersonal:
 
     def state_of(self, device: DeviceRecord, book: Book) -> ReadingState:
         stored = self.store.kobo_states(device.user_id, [book.id]).get(book.id)
-        other = self.store.other_progress(device.user_id, [book.id]).get(book.id)
+        other = locate(self.library.root, book, self.store.other_progress(device.user_id, [book.id]).get(book.id))
         return reading_state(book.uuid, stored, other, created=book.timestamp)
 
     def save_state(

@@ -24,7 +24,7 @@ import msgspec
 from opds_server.calibre.model import Book
 from opds_server.db.kobo import DeviceRecord, KoboStore
 from opds_server.db.library import PersonalLibrary
-from opds_server.kobo.library import KoboLibrary, build_entitlement, build_metadata, removed_metadata
+from opds_server.kobo.library import KoboLibrary, build_entitlement, build_metadata, locate, removed_metadata
 from opds_server.kobo.locks import DeviceLocks
 from opds_server.kobo.urls import KoboUrls
 from sync.kobo.model import (
@@ -343,7 +343,7 @@ class KoboSync:
             if book is None:
                 out.append([])  # deleted since the snapshot: the next session removes it
                 continue
-            state = self._state(book, stored.get(entry.id), others.get(entry.id))
+            state = self._state(book, stored.get(entry.id), locate(self.library.root, book, others.get(entry.id)))
             if phase == "progress":
                 out.append([encode(SyncItem(changed_reading_state=ReadingStateChange(reading_state=state)))])
                 continue

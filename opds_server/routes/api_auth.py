@@ -204,8 +204,9 @@ async def change_password(
         hashed = await anyio.to_thread.run_sync(services.passwords.hash, data.new_password)
     except PasswordPolicyError as exc:
         raise InvalidBodyError(f"body field 'new_password': {exc}") from exc
+    kosync = await anyio.to_thread.run_sync(services.passwords.kosync_hash, data.new_password)
     changed = await anyio.to_thread.run_sync(
-        partial(services.users.set_password_hash, account.user_id, hashed, now=utc_now())
+        partial(services.users.set_password_hash, account.user_id, hashed, now=utc_now(), kosync_hash=kosync)
     )
     await services.authenticator.changed()
     if not changed:

@@ -14,7 +14,7 @@ import datetime as dt
 
 import msgspec
 
-from sync.kobo.model import Bookmark, ReadingState, ReadingStateUpdate, Statistics, Status, StatusInfo
+from sync.kobo.model import Bookmark, Location, ReadingState, ReadingStateUpdate, Statistics, Status, StatusInfo
 from sync.kobo.timestamps import InvalidTimestampError, format_timestamp, parse_timestamp
 
 MAX_MINUTES = 10_000_000
@@ -46,6 +46,10 @@ class OtherProgress(msgspec.Struct, frozen=True, kw_only=True):
     percentage: float
     is_finished: bool
     updated_at: dt.datetime
+    locator: str | None = None
+    """The reader's own position (a KOReader XPointer, a page number...)."""
+    source: str | None = None
+    """The spine document that position is in, when known: the Kobo bookmark's ``Location.Source``."""
 
 
 def _timestamp(value: str | None, path: str) -> dt.datetime | None:
@@ -224,6 +228,8 @@ def reading_state(
                 last_modified=stamp,
                 progress_percent=_whole(percent),
                 content_source_progress_percent=0,
+                # The start of the chapter: a bookmark without a kobospan lands there anyway (8.3).
+                location=Location(source=other.source, type="KoboSpan", value="kobo.1.1") if other.source else None,
             ),
         )
     stamp = format_timestamp(created)
