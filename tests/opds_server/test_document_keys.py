@@ -12,7 +12,6 @@ import datetime as dt
 import hashlib
 import os
 import sqlite3
-from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +19,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from opds_server.calibre.database import CalibreDatabase
-from opds_server.calibre.snapshot import Library
 from opds_server.db.document_keys import DocumentKeyRecord, DocumentKeyStore
-from opds_server.koreader.keys import DocumentKeyIndexer
 from sync.koreader.keys import SAMPLE_OFFSETS, filename_key
 from tests.benchmark.library import run_calibre
-from tests.conftest import copy_fixture_library
+from tests.opds_server.conftest import Indexed
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 NO_FILES = 16
@@ -41,29 +37,6 @@ class BookFile:
     book_id: int
     format: str
     path: Path
-
-
-@dataclass(frozen=True)
-class Indexed:
-    folder: Path
-    kepubs: Path
-    library: Library
-    store: DocumentKeyStore
-    indexer: DocumentKeyIndexer
-
-
-@pytest.fixture
-def indexed(tmp_path: Path, engine: Engine) -> Iterator[Indexed]:
-    """A private, writable copy of the fixture library, indexed, with an empty key store."""
-    folder = copy_fixture_library(tmp_path / "library")
-    for path in (folder, *folder.rglob("*")):  # the fixture is read-only; these tests rewrite files
-        path.chmod(path.stat().st_mode | 0o200)
-    library = Library(CalibreDatabase(folder), tmp_path / "data" / "index.sqlite3")
-    library.snapshot()
-    store = DocumentKeyStore(engine)
-    kepubs = tmp_path / "data" / "kepub"
-    yield Indexed(folder, kepubs, library, store, DocumentKeyIndexer(library, store, kepubs))
-    library.close()
 
 
 def library_files(folder: Path) -> list[BookFile]:

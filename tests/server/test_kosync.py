@@ -123,6 +123,10 @@ def test_login_with_the_accounts_password_and_app_passwords_and_nothing_else(kos
             refused = reader.get("/users/auth")
             assert refused.status_code == 401
             assert refused.json() == {"code": 2001, "message": "Unauthorized"}
+    with kosync.reader("ada") as reader:  # a server URL typed with a trailing slash (spec A.1)
+        doubled = reader.get(f"{kosync.server.url}/kosync//users/auth")
+        assert doubled.status_code == 200
+        assert doubled.json() == {"authorized": "OK"}
     with httpx.Client(base_url=f"{kosync.server.url}/kosync") as bare:
         assert bare.get("/users/auth").json()["code"] == 2001  # no headers at all
         assert bare.get("/healthcheck").json() == {"state": "OK"}
@@ -299,3 +303,17 @@ def test_a_document_we_cannot_match_is_linked_by_its_metadata(kosync: KosyncServ
     with kosync.api("ada") as api:
         progress = api.get("/api/progress/2").json()
     assert [(p["device_kind"], p["percentage"]) for p in progress] == [("koreader", 25.0)]
+
+
+def test_registration_is_limited_per_address(kosync: KosyncServer) -> None:
+    answers = []
+    with httpx.Client(base_url=f"{kosync.server.url}/kosync", headers={"Accept": ACCEPT}) as http:
+        for number in range(8):
+            answer = http.post("/users/create", json={"username": f"flood-{number}", "password": key_of("x")})
+            answers.append(answer.status_code)
+            if answer.status_code == 429:
+                assert answer.json()["code"] == 2003
+                assert "Too many registrations" in answer.json()["message"]
+                break
+    assert answers[-1] == 429, answers
+    assert answers.count(201) <= 5
