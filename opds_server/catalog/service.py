@@ -31,6 +31,7 @@ from opds_server.errors import (
     SearchIndexingError,
 )
 from opds_server.storage.comics import read_page_names
+from opds_server.storage.derived import PlaceholderStore
 
 ROOT_GROUP_SIZE = 8
 MAX_SEARCH_LENGTH = 256
@@ -249,3 +250,18 @@ def locate_cover(catalog: Catalog, book_id: int) -> Path:
     if not has_cover or not _inside(catalog.root_path, cover) or not cover.is_file():
         raise CoverNotFoundError(f"book {book_id} has no cover")
     return cover
+
+
+def cover_or_drawn(catalog: Catalog, placeholders: PlaceholderStore, book_id: int) -> tuple[Path, str]:
+    """The book's cover, or the one drawn for it when it has none; ``key`` names which.
+
+    Raises:
+        BookNotFoundError: no such book.
+    """
+    try:
+        return locate_cover(catalog, book_id), str(book_id)
+    except CoverNotFoundError:
+        book = catalog.book(book_id)
+        series = f"{book.series.name} {book.series.index:g}" if book.series else None
+        drawn = placeholders.read_placeholder(book_id, book.title, [a.name for a in book.authors], series)
+        return drawn, f"{book_id}-placeholder"

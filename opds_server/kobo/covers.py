@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from opds_server.catalog.service import Catalog, locate_cover
+from opds_server.catalog.service import Catalog, cover_or_drawn
 from opds_server.errors import CoverNotFoundError
 from opds_server.storage.derived import JPEG_QUALITY, PlaceholderStore, write_atomically
 
@@ -26,14 +26,6 @@ class KoboCovers:
         self.catalog = catalog
         self.placeholders = placeholders
 
-    def _source(self, book_id: int) -> Path:
-        try:
-            return locate_cover(self.catalog, book_id)
-        except CoverNotFoundError:
-            book = self.catalog.book(book_id)
-            series = f"{book.series.name} {book.series.index:g}" if book.series else None
-            return self.placeholders.read_placeholder(book_id, book.title, [a.name for a in book.authors], series)
-
     def read(self, book_id: int, width: int, height: int, *, is_greyscale: bool) -> Path:
         """The cover of a book fitted into ``width`` x ``height``.
 
@@ -41,7 +33,7 @@ class KoboCovers:
             BookNotFoundError: no such book.
             CoverNotFoundError: the cover is not a readable image.
         """
-        source = self._source(book_id)
+        source, _key = cover_or_drawn(self.catalog, self.placeholders, book_id)
         stat = source.stat()
         box = (min(max(width, MIN_SIDE), MAX_SIDE), min(max(height, MIN_SIDE), MAX_SIDE))
         grey = "g" if is_greyscale else "c"

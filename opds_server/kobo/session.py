@@ -122,10 +122,11 @@ class KoboSync:
 
     # Snapshots
 
-    def shelves(self, device: DeviceRecord) -> list[ShelfView]:
-        """The user's shelves that sync to this device as collections."""
+    def shelves(self, device: DeviceRecord, *, shelves_only: bool | None = None) -> list[ShelfView]:
+        """The user's shelves that sync to this device as collections (``shelves_only``: the
+        device's setting, when the caller has read it already)."""
         records = self.personal.shelves(device.user_id)
-        if self._shelves_only(device):
+        if self._shelves_only(device) if shelves_only is None else shelves_only:
             chosen = set(self.store.device_shelves(device.id))
             records = [s for s in records if s.id in chosen]
         views = []
@@ -149,8 +150,9 @@ class KoboSync:
 
     def build(self, device: DeviceRecord) -> Snapshot:
         """What this device should have now."""
-        shelves = self.shelves(device)
-        only = {b for s in shelves for b in s.books} if self._shelves_only(device) else None
+        shelves_only = self._shelves_only(device)
+        shelves = self.shelves(device, shelves_only=shelves_only)
+        only = {b for s in shelves for b in s.books} if shelves_only else None
         entries = self.library.entries(only=only)
         tombstones = self.store.tombstones(device.id)
         dead = {e.id for e in entries if tombstones.get(e.id) == e.version}

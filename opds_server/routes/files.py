@@ -8,7 +8,6 @@ requests.
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -16,7 +15,7 @@ from litestar import Request, Response, Router
 from litestar.params import Parameter
 
 from opds_server.catalog.media import media_type
-from opds_server.catalog.service import locate_cover, locate_file
+from opds_server.catalog.service import cover_or_drawn, locate_file
 from opds_server.errors import CoverNotFoundError, NotFoundError
 from opds_server.http import FileResponse, get_and_head, is_fresh, make_etag, parse_range, validators
 from opds_server.routes.params import BookIdParam
@@ -76,26 +75,15 @@ def download(
     )
 
 
-def _cover(services: Services, book_id: int) -> tuple[Path, str]:
-    """The book's cover, or the one drawn for it when it has none (``key`` names which)."""
-    try:
-        return locate_cover(services.catalog, book_id), str(book_id)
-    except CoverNotFoundError:
-        book = services.catalog.book(book_id)
-        series = f"{book.series.name} {book.series.index:g}" if book.series else None
-        drawn = services.placeholders.read_placeholder(book_id, book.title, [a.name for a in book.authors], series)
-        return drawn, f"{book_id}-placeholder"
-
-
 @get_and_head("/covers/{book_id:int}", name="cover")
 def cover(request: Request[Any, Any, Any], services: Services, book_id: BookIdParam) -> Response[bytes]:
-    path, key = _cover(services, book_id)
+    path, key = cover_or_drawn(services.catalog, services.placeholders, book_id)
     return _send_file(request, path, media="image/jpeg", cache_control=COVER_CACHE_CONTROL, etag_parts=(key,))
 
 
 @get_and_head("/covers/{book_id:int}/thumbnail", name="thumbnail")
 def thumbnail(request: Request[Any, Any, Any], services: Services, book_id: BookIdParam) -> Response[bytes]:
-    path, key = _cover(services, book_id)
+    path, key = cover_or_drawn(services.catalog, services.placeholders, book_id)
     try:
         thumb = services.thumbnails.read_thumbnail(key, path)
     except ThumbnailError as exc:
