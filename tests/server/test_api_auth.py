@@ -128,7 +128,7 @@ def counterfeit(api: Api, token: str, kind: str) -> str:
     claims = jwt.decode(token, options={"verify_signature": False})
     now = dt.datetime.now(tz=dt.UTC)
     if kind == "alg-none":
-        return jwt.encode(claims, key=None, algorithm="none")
+        return jwt.encode(claims, key="", algorithm="none")  # PyJWT takes "" as no key
     if kind == "forged":
         return jwt.encode(claims, "not the server's secret, but long enough", algorithm="HS256")
     issued_at = now - dt.timedelta(days=8) if kind == "expired" else now
