@@ -28,6 +28,7 @@ from opds_server.errors import (
     AppError,
     handle_app_error,
     handle_http_exception,
+    handle_storage_error,
     handle_store_unavailable,
     handle_unexpected,
 )
@@ -45,6 +46,7 @@ from opds_server.routes.kobo_store import handle_unmatched, reading_services_rou
 from opds_server.routes.kosync import kosync_router
 from opds_server.routes.personal import personal_router
 from opds_server.state import Services, provide_principal, provide_services
+from opds_server.storage.files import StorageError
 
 WORKER_THREADS = 4
 
@@ -87,6 +89,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers={
             AppError: handle_app_error,
             StoreUnavailableError: handle_store_unavailable,
+            StorageError: handle_storage_error,
             HTTPException: handle_http_exception,
             NotFoundException: handle_unmatched,
             MethodNotAllowedException: handle_unmatched,

@@ -1,4 +1,4 @@
-"""The ``opds-server`` command line (see INTERFACE.md): ``serve`` and ``demo-library``.
+"""The ``opds-server`` command line (see INTERFACE.md): ``serve``, ``demo-library``, ``covers push``.
 
 Exit code 0 on success; otherwise a one-line message on stderr and a non-zero code.
 """
@@ -8,14 +8,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+
+import msgspec
 
 from opds_server.account_commands import AccountCommandError, add_account_commands
 from opds_server.config import DEMO_FOLDER, Settings, SettingsError, settings_from_env
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
+PUSH_WAIT_SECONDS = 600
 
 
 class CommandError(Exception):
@@ -65,6 +69,51 @@ def _serve(arguments: argparse.Namespace) -> None:
     ).serve()
 
 
+def _covers_push(arguments: argparse.Namespace) -> None:
+    """Upload the covers and thumbnails that changed to S3 (INTERFACE.md: ``covers push``)."""
+    settings = settings_from_env(os.environ, {"library": arguments.library})
+    library, _is_demo = resolve_library(settings, Path.home())
+    if not (library / "metadata.db").is_file():
+        raise CommandError(f"library not found: {library} has no metadata.db (set --library or OPDS_LIBRARY)")
+    if settings.s3_bucket is None:
+        raise CommandError("no S3 bucket is configured: set S3_BUCKET (and S3_ENDPOINT_URL, S3_REGION, keys as needed)")
+    from opds_server.errors import LibraryUnavailableError  # noqa: PLC0415 - the whole server, only here
+    from opds_server.state import Services  # noqa: PLC0415
+    from opds_server.storage.files import StorageError  # noqa: PLC0415
+    from opds_server.storage.s3 import CoverBucketError  # noqa: PLC0415
+
+    services = Services(msgspec.structs.replace(settings, library=library))
+    try:
+        if services.drive is not None:
+            services.drive.load()
+        services.library.snapshot()
+        report = services.covers.push_alone()
+        waited = 0
+        while report is None and waited < PUSH_WAIT_SECONDS:
+            if waited == 0:
+                print("another push of these covers is running (a server, after a library change): waiting for it")
+            time.sleep(1)
+            waited += 1
+            report = services.covers.push_alone()
+        if report is None:
+            raise CommandError(f"another push of these covers is still running after {PUSH_WAIT_SECONDS} s; try later")
+    except (CoverBucketError, StorageError, LibraryUnavailableError) as exc:
+        raise CommandError(str(exc)) from exc
+    finally:
+        services.covers.close()
+        services.files.close()
+        services.library.close()
+        services.engine.dispose()
+    print(
+        f"{report.uploaded_books} books uploaded ({report.uploaded_objects} objects), {report.unchanged} unchanged,"
+        f" {report.deleted_objects} old objects deleted, {len(report.failed)} failed, in {report.seconds:.1f} s"
+    )
+    for line in report.failed[:20]:
+        print(f"  {line}", file=sys.stderr)
+    if report.failed:
+        raise CommandError(f"{len(report.failed)} covers could not be pushed (see above); the others were")
+
+
 def _demo_library(arguments: argparse.Namespace) -> None:
     from opds_server.calibre.demo import write_demo_library  # noqa: PLC0415
 
@@ -88,6 +137,10 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo-library", help="write a small demo Calibre library to PATH")
     demo.add_argument("path")
     demo.set_defaults(run=_demo_library)
+    covers = commands.add_parser("covers", help="covers in S3").add_subparsers(dest="covers_command", required=True)
+    push = covers.add_parser("push", help="upload the covers and thumbnails that changed to the S3 bucket")
+    push.add_argument("--library", help="folder holding metadata.db (default: $OPDS_LIBRARY, ~/Calibre Library)")
+    push.set_defaults(run=_covers_push)
     add_account_commands(commands)
     return parser
 

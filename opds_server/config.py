@@ -94,6 +94,36 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Serve the catalogue without a login even when users exist; personal feeds and the API still
     need one. With no user at all, the catalogue is open until the first one is added."""
 
+    s3_bucket: str | None = None
+    """S3 bucket for covers and thumbnails, served as presigned redirects (`opds-server covers
+    push` uploads them). Unset: covers are served from disk."""
+
+    s3_prefix: str = ""
+    """Key prefix of every object in `S3_BUCKET`, e.g. `opds/`; several libraries can share a bucket."""
+
+    s3_endpoint_url: str | None = None
+    """An S3-compatible endpoint (MinIO, R2, a local test server). Unset: AWS for `S3_REGION`."""
+
+    s3_region: str | None = None
+    """The bucket's region, e.g. `eu-west-1`. Unset: boto3's default chain."""
+
+    aws_access_key_id: str | None = None
+    """Access key for S3. Unset: boto3's default chain (instance role, `~/.aws`)."""
+
+    aws_secret_access_key: str | None = None
+    """Secret key for S3, with `AWS_ACCESS_KEY_ID`."""
+
+    google_drive_credentials: Path | None = None
+    """Service-account JSON file allowed to read `GOOGLE_DRIVE_FOLDER_ID`. Set both and book files
+    come from Google Drive; `metadata.db` stays in the library folder."""
+
+    google_drive_folder_id: str | None = None
+    """The Drive folder that mirrors the library folder (`Author/Title (id)/file.epub` inside it)."""
+
+    google_drive_api_url: str = "https://www.googleapis.com/drive/v3"
+    """Base URL of the Drive v3 API (a local emulator in tests); tokens come from the credentials
+    file's `token_uri`."""
+
 
 _ENV_NAMES: Mapping[str, str] = {
     "OPDS_LIBRARY": "library",
@@ -113,9 +143,18 @@ _ENV_NAMES: Mapping[str, str] = {
     "OPDS_KOBO_STORE_PROXY": "kobo_store_proxy",
     "OPDS_KOBO_STORE_URL": "kobo_store_url",
     "OPDS_KOSYNC_REGISTRATION": "kosync_registration",
+    "S3_BUCKET": "s3_bucket",
+    "S3_PREFIX": "s3_prefix",
+    "S3_ENDPOINT_URL": "s3_endpoint_url",
+    "S3_REGION": "s3_region",
+    "AWS_ACCESS_KEY_ID": "aws_access_key_id",
+    "AWS_SECRET_ACCESS_KEY": "aws_secret_access_key",
+    "GOOGLE_DRIVE_CREDENTIALS": "google_drive_credentials",
+    "GOOGLE_DRIVE_FOLDER_ID": "google_drive_folder_id",
+    "GOOGLE_DRIVE_API_URL": "google_drive_api_url",
 }
 _FIELD_TO_ENV = {field: env for env, field in _ENV_NAMES.items()}
-_SECRET_FIELDS = {"secret_key"}
+_SECRET_FIELDS = {"secret_key", "aws_secret_access_key"}
 
 
 def _read_env_file(path: Path) -> dict[str, str]:
@@ -146,9 +185,36 @@ def settings_from_env(environ: Mapping[str, str], overrides: Mapping[str, object
     if isinstance(raw.get("base_url"), str):
         raw["base_url"] = str(raw["base_url"]).rstrip("/")
     try:
-        return msgspec.convert(raw, Settings, strict=False, dec_hook=_decode_path)
+        settings = msgspec.convert(raw, Settings, strict=False, dec_hook=_decode_path)
     except msgspec.ValidationError as exc:
         raise SettingsError(_explain(exc, raw)) from exc
+    _check_storage(settings)
+    return settings
+
+
+def _check_storage(settings: Settings) -> None:
+    """Settings that only make sense together, and the Drive credentials file, checked at start-up."""
+    drive = (settings.google_drive_credentials, settings.google_drive_folder_id)
+    if any(drive) and not all(drive):
+        given, missing = (
+            ("GOOGLE_DRIVE_CREDENTIALS", "GOOGLE_DRIVE_FOLDER_ID")
+            if drive[0]
+            else ("GOOGLE_DRIVE_FOLDER_ID", "GOOGLE_DRIVE_CREDENTIALS")
+        )
+        raise SettingsError(f"{given} is set but {missing} is not: books come from Google Drive only with both")
+    credentials = settings.google_drive_credentials
+    if credentials is not None and not credentials.is_file():
+        raise SettingsError(
+            f"GOOGLE_DRIVE_CREDENTIALS={str(credentials)!r} is not accepted: no such file (a service-account JSON file)"
+        )
+    for name, value in (
+        ("S3_ENDPOINT_URL", settings.s3_endpoint_url),
+        ("GOOGLE_DRIVE_API_URL", settings.google_drive_api_url),
+    ):
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise SettingsError(f"{name}={value!r} is not accepted: an http:// or https:// URL is expected")
+    if (settings.aws_access_key_id is None) != (settings.aws_secret_access_key is None):
+        raise SettingsError("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY go together: set both, or neither")
 
 
 def settings_table() -> str:

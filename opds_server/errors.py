@@ -46,6 +46,7 @@ from litestar.exceptions import HTTPException, NotFoundException, SerializationE
 from litestar.types import Empty
 from litestar.utils.scope.state import ScopeState
 
+from opds_server.storage.files import StorageError
 from sync.kobo.token import ForgedSyncTokenError
 
 log = logging.getLogger(__name__)
@@ -197,6 +198,17 @@ class SearchIndexingError(LibraryUnavailableError):
 
 class LibraryBusyError(LibraryUnavailableError):
     """Calibre holds metadata.db's write lock past the busy timeout: the last good data still serves."""
+
+
+class UpstreamError(AppError):
+    """A storage we read from (Google Drive, S3) failed for this file: the others still work."""
+
+    status = 502
+    title = "Storage unavailable"
+    slug = "storage-unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 30) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
 
 
 class SyncBusyError(AppError):
@@ -369,6 +381,12 @@ def handle_store_unavailable(request: Request[Any, Any, Any], exc: Exception) ->
     return problem_response(
         503, "Cache unavailable", "cache-unavailable", detail, path=shown_path(request), headers={"Retry-After": "5"}
     )
+
+
+def handle_storage_error(request: Request[Any, Any, Any], exc: StorageError) -> Response[bytes]:
+    """A file's bytes could not be had from the storage: 404 when it says the file is gone, else 502."""
+    error: AppError = FileMissingError(str(exc)) if exc.is_missing else UpstreamError(str(exc))
+    return handle_app_error(request, error)
 
 
 def pure_error(exc: ValueError) -> AppError:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import hashlib
+import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -27,8 +29,10 @@ from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
 from opds_server.cache.rendered import RenderedCache, encode
 from opds_server.errors import RangeNotSatisfiableError
+from opds_server.storage.files import CHUNK_SIZE, LibraryFiles, StorageError, StoredFile
 
-CHUNK_SIZE = 256 * 1024
+log = logging.getLogger(__name__)
+
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 get_and_head = partial(route, http_method=[HttpMethod.GET, HttpMethod.HEAD], sync_to_thread=True)
@@ -256,66 +260,113 @@ def _read_range(path: Path, start: int, length: int) -> bytes:
 
 
 class _FileASGIResponse(ASGIResponse):
-    def __init__(self, path: Path, start: int, length: int, *, is_whole: bool, **kwargs: Any) -> None:
-        super().__init__(content_length=length, **kwargs)
-        self.path = path
-        self.start = start
-        self.length = length
+    def __init__(self, body: FileBody, *, is_whole: bool, **kwargs: Any) -> None:
+        super().__init__(content_length=body.length, **kwargs)
+        self.file_body = body
         self.is_whole = is_whole
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.start_response(send=send)
-        if cast("HTTPScope", scope)["method"] == "HEAD":
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return
-        if self.is_whole and "http.response.pathsend" in (scope.get("extensions") or {}):
-            await send(cast("Message", {"type": "http.response.pathsend", "path": str(self.path)}))
-            return
-        if self.length <= CHUNK_SIZE:  # most ranges: one read in one worker thread, not four
-            body = await anyio.to_thread.run_sync(_read_range, self.path, self.start, self.length)
-            await send({"type": "http.response.body", "body": body, "more_body": False})
-            return
-        remaining = self.length
-        async with await anyio.open_file(self.path, "rb") as handle:
-            await handle.seek(self.start)
-            while remaining > 0:
-                chunk = await handle.read(min(CHUNK_SIZE, remaining))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": remaining > 0})
-        if remaining > 0:  # the file shrank while we sent it: end the body rather than hang
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        body = self.file_body
+        try:
+            await self.start_response(send=send)
+            if cast("HTTPScope", scope)["method"] == "HEAD":
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            if body.chunks is not None:
+                await _send_chunks(body.chunks, body.length, send)
+                return
+            path = body.path
+            assert path is not None
+            if self.is_whole and "http.response.pathsend" in (scope.get("extensions") or {}):
+                await send(cast("Message", {"type": "http.response.pathsend", "path": str(path)}))
+                return
+            if body.length <= CHUNK_SIZE:  # most ranges: one read in one worker thread, not four
+                data = await anyio.to_thread.run_sync(_read_range, path, body.start, body.length)
+                await send({"type": "http.response.body", "body": data, "more_body": False})
+                return
+            async with await anyio.open_file(path, "rb") as handle:
+                await handle.seek(body.start)
+                remaining = body.length
+                while remaining > 0:
+                    chunk = await handle.read(min(CHUNK_SIZE, remaining))
+                    if not chunk:
+                        break
+                    remaining -= len(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": remaining > 0})
+            if remaining > 0:  # the file shrank while we sent it: end the body rather than hang
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await body.close()
+
+
+async def _send_chunks(chunks: Iterator[bytes], length: int, send: Send) -> None:
+    """Send what a storage's iterator yields, each chunk fetched in a worker thread (it blocks on
+    the network); a stream that fails midway ends the body short, as the headers are gone."""
+    remaining = length
+    while remaining > 0:
+        try:
+            chunk = await anyio.to_thread.run_sync(next, chunks, b"")
+        except StorageError as exc:
+            log.warning("a download stopped after %d of %d bytes: %s", length - remaining, length, exc)
+            break
+        if not chunk:
+            break
+        chunk = chunk[:remaining]
+        remaining -= len(chunk)
+        await send({"type": "http.response.body", "body": chunk, "more_body": remaining > 0})
+    if remaining > 0:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class FileBody:
+    """Where a file answer's bytes come from: a local file (sent by ``pathsend`` when whole), or a
+    storage's stream opened by the handler, so a failure to open it is still an error answer."""
+
+    def __init__(self, stored: StoredFile, files: LibraryFiles, *, start: int, length: int, is_get: bool) -> None:
+        self.start = start
+        self.length = length
+        self.path = Path(stored.local_path) if stored.local_path is not None else None
+        self._context: AbstractContextManager[Iterator[bytes]] | None = None
+        self.chunks: Iterator[bytes] | None = None
+        if self.path is None and is_get and length > 0:
+            context = files.read_chunks(stored, start, length)
+            self.chunks = context.__enter__()  # raises StorageError: the handler's error answer
+            self._context = context
+
+    async def close(self) -> None:
+        context, self._context = self._context, None
+        if context is not None:
+            await anyio.to_thread.run_sync(context.__exit__, None, None, None)
 
 
 class FileResponse(Response[bytes]):
-    """A file, or the byte range of it the request asked for."""
+    """A file of the library or of ours, or the byte range of it the request asked for."""
 
     def __init__(
         self,
-        path: Path,
+        stored: StoredFile,
         *,
-        size: int,
+        files: LibraryFiles,
+        is_get: bool,
         media_type: str,
         byte_range: tuple[int, int] | None,
         headers: Mapping[str, str],
     ) -> None:
+        size = stored.size
         status = 206 if byte_range else 200
         all_headers = {"Accept-Ranges": "bytes", **headers}
         if byte_range:
             all_headers["Content-Range"] = f"bytes {byte_range[0]}-{byte_range[1]}/{size}"
         super().__init__(content=b"", status_code=status, media_type=media_type, headers=all_headers)
-        self.path = path
-        self.start = byte_range[0] if byte_range else 0
-        self.length = (byte_range[1] - byte_range[0] + 1) if byte_range else size
+        start = byte_range[0] if byte_range else 0
+        length = (byte_range[1] - byte_range[0] + 1) if byte_range else size
+        self.file_body = FileBody(stored, files, start=start, length=length, is_get=is_get)
         self.is_whole = byte_range is None
 
     def to_asgi_response(self, app: Any, request: Request[Any, Any, Any], **kwargs: Any) -> ASGIResponse:
         headers = {**dict(self.headers), **dict(kwargs.get("headers") or {})}
         return _FileASGIResponse(
-            self.path,
-            self.start,
-            self.length,
+            self.file_body,
             is_whole=self.is_whole,
             headers=headers,
             media_type=self.media_type,

@@ -27,7 +27,7 @@ from opds_server.calibre.index import index_path
 from opds_server.calibre.snapshot import Library
 from opds_server.catalog.hrefs import Flavour, Hrefs
 from opds_server.catalog.service import Catalog
-from opds_server.config import Settings
+from opds_server.config import Settings, SettingsError
 from opds_server.db.document_keys import DocumentKeyStore
 from opds_server.db.engine import database_url, make_engine, migrate
 from opds_server.db.kobo import KoboStore
@@ -47,8 +47,12 @@ from opds_server.koreader.accounts import KosyncAccounts
 from opds_server.koreader.keys import DocumentKeyIndexer
 from opds_server.koreader.refresh import ThrottledRefresh
 from opds_server.koreader.sync import KoreaderSync
+from opds_server.storage.covers import CoverDelivery
 from opds_server.storage.derived import PlaceholderStore, ThumbnailStore
+from opds_server.storage.drive import DriveApi, DriveFiles, FileMapCache, MapCache, RedisMapCache
+from opds_server.storage.files import LibraryFiles, LocalFiles
 from opds_server.storage.kepub import KepubStore
+from opds_server.storage.s3 import CoverBucket
 from opds_server.watcher import LibraryWatcher
 
 log = logging.getLogger(__name__)
@@ -66,7 +70,11 @@ class Services:
             msg = "settings.library must be resolved before the app is built"
             raise ValueError(msg)
         self.settings = settings
-        self.library = Library(CalibreDatabase(settings.library), index_path(settings.data_dir, settings.library))
+        self.drive = _drive_files(settings)
+        self.files: LibraryFiles = self.drive or LocalFiles(settings.library)
+        self.library = Library(
+            CalibreDatabase(settings.library, files=self.files), index_path(settings.data_dir, settings.library)
+        )
         self.catalog = Catalog(self.library, settings)
         self.watcher = LibraryWatcher(settings.library, self.refresh_library)
         self.thumbnails = ThumbnailStore(settings.data_dir / "thumbnails", settings.thumbnail_width)
@@ -86,7 +94,7 @@ class Services:
         self.kobo_library = KoboLibrary(self.library)
         self.kobo_devices = DeviceDirectory(self.kobo_store)
         self.kepubs = KepubService(
-            KepubStore(settings.data_dir / "kepub"), settings.library, is_enabled=settings.kobo_kepub
+            KepubStore(settings.data_dir / "kepub"), self.library.db.files, is_enabled=settings.kobo_kepub
         )
         self.kobo = KoboSync(
             store=self.kobo_store,
@@ -99,6 +107,16 @@ class Services:
         self.kobo_personal = KoboPersonal(store=self.kobo_store, library=self.kobo_library, personal=self.personal)
         self.kobo_store_api = KoboStoreApi(settings.kobo_store_url) if settings.kobo_store_proxy else None
         self.kobo_covers = KoboCovers(settings.data_dir / "kobo-covers", self.catalog, self.placeholders)
+        self.covers = CoverDelivery(
+            CoverBucket(settings) if settings.s3_bucket else None,
+            catalog=self.catalog,
+            placeholders=self.placeholders,
+            thumbnails=self.thumbnails,
+            kobo_covers=self.kobo_covers,
+            lock_file=settings.data_dir / "locks" / "cover-push.lock",
+            redis_url=settings.redis_url,
+            redis_prefix=settings.redis_prefix,
+        )
         self.document_keys = DocumentKeyIndexer(
             self.library, DocumentKeyStore(self.engine), settings.data_dir / "kepub"
         )
@@ -140,19 +158,33 @@ class Services:
         at start-up so the first reader does not pay for it)."""
         try:
             self.library.snapshot()
+            self.files.request_refresh()  # files Calibre just wrote reach Drive soon after
+            self.covers.request_push()
             self.key_refresh.request()
             self.library.fill_search()
             self.library.writer.merge_search()
         except (LibraryUnavailableError, sqlite3.Error, SQLAlchemyError, OSError) as exc:
             log.warning("library refresh failed: %s", exc)
 
+    def files_changed(self) -> None:
+        """Files in the storage changed on their own (Drive's changes feed): covers to push, KOReader
+        keys to compute. The catalogue notices by itself (``LibraryFiles.generation``)."""
+        self.covers.request_push()
+        self.key_refresh.request()
+
     def start(self) -> None:
         """Start the background work: the first refresh, then the watcher."""
+        if self.drive is not None:
+            self.drive.on_change = self.files_changed
+            self.drive.start()
+        self.covers.start()
         self.watcher.start()
         threading.Thread(target=self.refresh_library, name="library-refresh", daemon=True).start()
 
     async def close(self) -> None:
         self.watcher.stop()
+        self.covers.close()
+        self.files.close()
         self.kepubs.close()
         self.key_refresh.cancel()
         self.kobo.locks.close()
@@ -162,6 +194,23 @@ class Services:
         await self.store.close()
         self.rendered.close()
         self.engine.dispose()
+
+
+def _drive_files(settings: Settings) -> DriveFiles | None:
+    """The library's files in Google Drive, when the settings say so."""
+    if settings.google_drive_credentials is None or settings.google_drive_folder_id is None:
+        return None
+    try:
+        api = DriveApi(settings.google_drive_credentials, settings.google_drive_api_url)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
+    folder = settings.google_drive_folder_id
+    cache: MapCache = (
+        RedisMapCache(settings.redis_url, f"{settings.redis_prefix}drive-map:{folder}")
+        if settings.redis_url
+        else FileMapCache(settings.data_dir / "drive" / f"map-{folder}.msgpack")
+    )
+    return DriveFiles(api, folder, cache, settings.data_dir)
 
 
 def provide_services(state: State) -> Services:

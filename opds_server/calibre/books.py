@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 
 import msgspec
 
@@ -28,6 +27,7 @@ from opds_server.calibre.model import (
     SeriesId,
     SeriesRef,
 )
+from opds_server.storage.files import LibraryFiles
 
 UNDEFINED_YEAR = 101
 # A date-only value entered at local midnight east of UTC is stored the evening before (book 8
@@ -167,16 +167,15 @@ def book_file_name(name: object, book_format: object) -> str:
     return f"{name}.{str(book_format).lower()}"
 
 
-def _files(library: Path, path: str, rows: Iterable[Row]) -> tuple[BookFile, ...]:
-    files = []
+def _files(files: LibraryFiles, path: str, rows: Iterable[Row]) -> tuple[BookFile, ...]:
+    found = []
     for fmt, _recorded_size, name in rows:
         file_name = book_file_name(name, fmt)
-        try:
-            size = (library / path / file_name).stat().st_size
-        except OSError:
+        stored = files.stat(f"{path}/{file_name}")
+        if stored is None:
             continue  # listed in data but gone from disk: never advertised
-        files.append(BookFile(format=str(fmt).upper(), size=size, file_name=file_name))
-    return tuple(files)
+        found.append(BookFile(format=str(fmt).upper(), size=stored.size, file_name=file_name))
+    return tuple(found)
 
 
 def _authors(rows: Sequence[Row], author_sort: str) -> tuple[AuthorRef, ...]:
@@ -262,7 +261,7 @@ def read_books(db: CalibreDatabase, ids: Sequence[int], columns: Sequence[Custom
             rating=int(str(rating)) if rating else None,
             identifiers=tuple((str(i[0]).lower(), str(i[1])) for i in identifiers.get(book_id, [])),
             comments=str(comments[book_id][0][0]) if book_id in comments else None,
-            formats=_files(db.library, str(path), data.get(book_id, [])),
+            formats=_files(db.files, str(path), data.get(book_id, [])),
             has_cover=bool(has_cover),
             path=str(path),
             custom=tuple(custom.get(book_id, [])),

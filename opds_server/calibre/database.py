@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from opds_server.errors import LibraryUnavailableError
+from opds_server.storage.files import LibraryFiles, LocalFiles
 
 BUSY_TIMEOUT_SECONDS = 2.0
 Row = tuple[object, ...]
@@ -43,11 +44,20 @@ def fold_text(text: str | None) -> str:
 
 
 class CalibreDatabase:
-    """A Calibre library's ``metadata.db``, opened read-only per thread."""
+    """A Calibre library's ``metadata.db``, opened read-only per thread; ``files`` reads the
+    library's book files and covers (local disk unless told otherwise)."""
 
-    def __init__(self, library: Path, *, path: Path | None = None, busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        library: Path,
+        *,
+        path: Path | None = None,
+        busy_timeout: float = BUSY_TIMEOUT_SECONDS,
+        files: LibraryFiles | None = None,
+    ) -> None:
         self.library = library
         self.path = path or library / "metadata.db"
+        self.files: LibraryFiles = files or LocalFiles(library)
         self._busy_timeout = busy_timeout
         self._local = threading.local()
 

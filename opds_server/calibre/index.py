@@ -49,6 +49,7 @@ import msgspec
 from opds_server.calibre.books import book_file_name
 from opds_server.calibre.database import BUSY_TIMEOUT_SECONDS, CalibreDatabase, Fingerprint, fold_text, initial_of
 from opds_server.errors import LibraryBusyError, LibraryUnavailableError
+from opds_server.storage.files import LOCAL_GENERATION, LibraryFiles
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +199,8 @@ class IndexState(msgspec.Struct, frozen=True):
     in the same clock tick (same mtime, same size) cannot hide behind it."""
     changed: int
     """Books copied by this refresh (all of them on a rebuild)."""
+    files: str = LOCAL_GENERATION
+    """The storage's file generation the index reflects (``LibraryFiles.generation``)."""
 
 
 _SETTLE_NS = 50_000_000  # 50 ms: far above the file system's timestamp granularity
@@ -337,7 +340,12 @@ class IndexWriter:
         for _ in range(3):
             before = self.source.fingerprint()
             current = _read_state(connection, changed=0)
-            if current is not None and current.fingerprint == before and current.settled:
+            if (
+                current is not None
+                and current.fingerprint == before
+                and current.settled
+                and current.files == self.source.files.generation
+            ):
                 return current
             state = self._refresh_once(connection, before)
             if self.source.fingerprint() == before:
@@ -347,6 +355,7 @@ class IndexWriter:
 
     def _refresh_once(self, connection: sqlite3.Connection, before: Fingerprint) -> IndexState:
         settled = time.time_ns() - before[1] > _SETTLE_NS
+        files_generation = self.source.files.generation
         started = time.perf_counter()
         metadata = f"file:{quote(str(self.source.path))}?mode=ro"
         connection.execute("ATTACH DATABASE ? AS cal", (metadata,))
@@ -359,7 +368,7 @@ class IndexWriter:
                 changed = self._rebuild(connection, tables)
                 revision = 0
             else:
-                changed = self._update(connection, tables)
+                changed = self._update(connection, tables, recheck_files=_meta(connection, "files") != files_generation)
                 revision = int(_meta(connection, "revision") or 0) + (1 if changed else 0)
                 changed = max(changed, 0)
             _set_meta(
@@ -369,6 +378,7 @@ class IndexWriter:
                 fingerprint=msgspec.json.encode(before).decode(),
                 settled="1" if settled else "0",
                 revision=str(revision),
+                files=files_generation,
             )
             connection.execute("COMMIT")
         except BaseException:
@@ -379,7 +389,9 @@ class IndexWriter:
             connection.execute("DETACH DATABASE cal")
         if changed:
             log.info("library index: %d books refreshed in %.0f ms", changed, (time.perf_counter() - started) * 1000)
-        return IndexState(fingerprint=before, revision=revision, settled=settled, changed=changed)
+        return IndexState(
+            fingerprint=before, revision=revision, settled=settled, changed=changed, files=files_generation
+        )
 
     def _rebuild(self, connection: sqlite3.Connection, tables: dict[str, str]) -> int:
         """Drop everything and copy the whole library."""
@@ -410,12 +422,15 @@ class IndexWriter:
         connection.execute("ANALYZE main")
         return count
 
-    def _update(self, connection: sqlite3.Connection, tables: dict[str, str]) -> int:
+    def _update(self, connection: sqlite3.Connection, tables: dict[str, str], *, recheck_files: bool) -> int:
         """Copy the books whose ``last_modified`` moved (or that came or went); re-derive them.
 
         Calibre bumps ``books.last_modified`` for every book a change touches: metadata, formats
         added or removed, links, and renames of an author, series, tag or publisher (``Cache.
         mark_as_dirty``). So that one column, compared by primary key, finds every change.
+
+        ``recheck_files``: the storage's files changed on their own (a book's file reached Google
+        Drive after Calibre listed it): the books whose files came or went are re-derived too.
         """
         connection.execute("DELETE FROM opds_changed")
         connection.execute(
@@ -432,6 +447,8 @@ class IndexWriter:
                 "INSERT OR IGNORE INTO opds_changed SELECT m.id FROM main.books m"
                 " WHERE NOT EXISTS (SELECT 1 FROM cal.books c WHERE c.id = m.id)"
             )
+        if recheck_files:
+            self._recheck_files(connection)
         touched = self._copy_whole(connection, tables)
         if connection.execute("SELECT EXISTS (SELECT 1 FROM opds_changed)").fetchone()[0] == 0:
             return -1 if touched else 0
@@ -451,6 +468,18 @@ class IndexWriter:
                 f' (SELECT "{column}" FROM main."{link}" WHERE book IN (SELECT id FROM opds_changed))'
             )
         return self._derive(connection)
+
+    def _recheck_files(self, connection: sqlite3.Connection) -> None:
+        """Queue the books whose offered state (a file of theirs is in the storage) flipped."""
+        files = connection.execute(
+            "SELECT d.book, b.path, d.name, d.format FROM main.data d JOIN main.books b ON b.id = d.book"
+        ).fetchall()
+        offered = _books_on_disk(self.source.files, files)
+        listed = {int(str(row[0])) for row in connection.execute("SELECT id FROM main.opds_books")}
+        flipped = offered ^ listed
+        if flipped:
+            connection.executemany("INSERT OR IGNORE INTO opds_changed (id) VALUES (?)", [(b,) for b in flipped])
+            log.info("library index: %d books whose files came or went in the storage", len(flipped))
 
     @staticmethod
     def _copy_whole(connection: sqlite3.Connection, tables: dict[str, str]) -> bool:
@@ -500,7 +529,7 @@ class IndexWriter:
             "SELECT d.book, b.path, d.name, d.format FROM data d JOIN books b ON b.id = d.book"
             " WHERE d.book IN (SELECT id FROM opds_changed)"
         ).fetchall()
-        offered = _books_on_disk(self.source.library, files)
+        offered = _books_on_disk(self.source.files, files)
         # Books whose every file is missing leave the changed set: they get no keys and no search row.
         connection.execute(
             "DELETE FROM opds_changed WHERE id NOT IN (SELECT value FROM json_each(?))",
@@ -577,6 +606,7 @@ def _read_state(connection: sqlite3.Connection, *, changed: int) -> IndexState |
         revision=int(_meta(connection, "revision") or 0),
         settled=_meta(connection, "settled") == "1",
         changed=changed,
+        files=_meta(connection, "files") or LOCAL_GENERATION,
     )
 
 
@@ -614,12 +644,12 @@ def _is_book_keyed(tables: dict[str, str], name: str) -> bool:
     )
 
 
-def _books_on_disk(library: Path, rows: Sequence[tuple[object, ...]]) -> set[int]:
-    """Books with at least one listed file on disk (book 17 of the fixture lists one that is not)."""
+def _books_on_disk(files: LibraryFiles, rows: Sequence[tuple[object, ...]]) -> set[int]:
+    """Books with at least one listed file in the storage (book 17 of the fixture lists one that is not)."""
     present: set[int] = set()
     for book, path, name, fmt in rows:
         book_id = int(str(book))
-        if book_id not in present and (library / str(path) / book_file_name(name, fmt)).is_file():
+        if book_id not in present and files.stat(f"{path}/{book_file_name(name, fmt)}") is not None:
             present.add(book_id)
     return present
 

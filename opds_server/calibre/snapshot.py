@@ -108,7 +108,9 @@ class LibrarySnapshot:
         self.fingerprint = state.fingerprint
         # Named by what metadata.db was, not by this process's history: every instance that reads
         # the same file agrees on it, so they share rendered bytes in Redis.
-        self.generation = hashlib.blake2s(repr((state.fingerprint, state.revision)).encode(), digest_size=8).hexdigest()
+        self.generation = hashlib.blake2s(
+            repr((state.fingerprint, state.revision, state.files)).encode(), digest_size=8
+        ).hexdigest()
         self.library_uuid = library_uuid
         self.updated = updated
         self.book_count = book_count
@@ -205,7 +207,7 @@ class Library:
     def __init__(self, source: CalibreDatabase, index: Path) -> None:
         self.source = source
         self.writer = IndexWriter(source, index)
-        self.db = CalibreDatabase(source.library, path=index)
+        self.db = CalibreDatabase(source.library, path=index, files=source.files)
         self._snapshot: LibrarySnapshot | None = None
         self._lock = threading.Lock()
         self._search_ready = False
@@ -218,7 +220,12 @@ class Library:
             LibraryUnavailableError: metadata.db is missing or unreadable.
         """
         current = self._snapshot
-        if current is not None and current.state.settled and current.fingerprint == self.source.fingerprint():
+        if (
+            current is not None
+            and current.state.settled
+            and current.state.files == self.source.files.generation
+            and current.fingerprint == self.source.fingerprint()
+        ):
             return current
         return None
 
@@ -251,6 +258,7 @@ class Library:
                 current is not None
                 and current.state.fingerprint == state.fingerprint
                 and current.state.revision == state.revision
+                and current.state.files == state.files
             ):
                 fresh = LibrarySnapshot.settle(current, state)
             else:

@@ -32,6 +32,7 @@ from opds_server.errors import (
 )
 from opds_server.storage.comics import read_page_names
 from opds_server.storage.derived import PlaceholderStore
+from opds_server.storage.files import LibraryFiles, StoredFile
 
 ROOT_GROUP_SIZE = 8
 MAX_SEARCH_LENGTH = 256
@@ -82,6 +83,10 @@ class Catalog:
     def root_path(self) -> Path:
         return self.library.db.library
 
+    @property
+    def files(self) -> LibraryFiles:
+        return self.library.db.files
+
     def snapshot(self) -> LibrarySnapshot:
         return self.library.snapshot()
 
@@ -89,7 +94,8 @@ class Catalog:
         """Pages of a book's CBZ file, for OPDS-PSE."""
         for book_file in book.formats:
             if book_file.format == "CBZ":
-                return len(read_page_names(self.root_path / book.path / book_file.file_name)) or None
+                stored = self.files.stat(f"{book.path}/{book_file.file_name}")
+                return (len(read_page_names(self.files, stored)) or None) if stored is not None else None
         return None
 
     def _publication(self, book: Book, hrefs: Hrefs, *, is_complete: bool) -> Publication:
@@ -194,24 +200,40 @@ class Catalog:
 
 
 class BookFileLocation(msgspec.Struct, frozen=True, kw_only=True):
-    """Where a format of a book lives on disk, and what to call it in a download."""
+    """Where a format of a book is in the storage, and what to call it in a download."""
 
-    path: Path
+    stored: StoredFile
     file_name: str
     format: str
 
 
-def _inside(root: Path, candidate: Path) -> bool:
-    return candidate.resolve().is_relative_to(root.resolve())
+class CoverImage(msgspec.Struct, frozen=True, kw_only=True):
+    """A book's cover, found but not read: its own (in the storage), or the one drawn for a book
+    without one. ``cover_file`` gives its bytes as a local file."""
+
+    book_id: int
+    key: str
+    """Names whose cover this is: ``12``, or ``12-placeholder`` for the drawn one."""
+    version: str
+    """Changes whenever the image does; the same on every instance."""
+    mtime_ns: int
+    """When the image last changed (the cover file's; the book's, for a drawn one)."""
+    stored: StoredFile | None = None
+    drawn: tuple[str, tuple[str, ...], str | None] | None = None
+    """Title, authors and series drawn on a placeholder."""
+
+
+def _inside(root: Path, candidate: str) -> bool:
+    return Path(candidate).resolve().is_relative_to(root.resolve())
 
 
 def locate_file(catalog: Catalog, book_id: int, book_format: str) -> BookFileLocation:
-    """The file of one format of a book, checked to exist and to lie inside the library.
+    """The file of one format of a book, checked to be in the storage (and, on disk, inside the library).
 
     Raises:
         BookNotFoundError: no such book.
         FormatNotFoundError: the book has no such format.
-        FileMissingError: Calibre lists the format but its file is gone from disk.
+        FileMissingError: Calibre lists the format but its file is not in the storage.
     """
     wanted = book_format.upper()
     catalog.snapshot()  # the index is up to date with metadata.db (one stat when it is)
@@ -221,21 +243,24 @@ def locate_file(catalog: Catalog, book_id: int, book_format: str) -> BookFileLoc
     )
     if not rows:
         raise BookNotFoundError(f"book {book_id} is not in the library")
+    files = catalog.files
     for path, name, found_format in rows:
         if found_format is None or str(found_format).upper() != wanted:
             continue
         file_name = book_file_name(name, wanted)
-        location = catalog.root_path / str(path) / file_name
-        if not _inside(catalog.root_path, location) or not location.is_file():
+        stored = files.stat(f"{path}/{file_name}")
+        if stored is None:
+            files.request_refresh()
+        if stored is None or (stored.local_path is not None and not _inside(catalog.root_path, stored.local_path)):
             raise FileMissingError(f"book {book_id}'s {wanted} file is missing from the library folder")
-        return BookFileLocation(path=location, file_name=file_name, format=wanted)
+        return BookFileLocation(stored=stored, file_name=file_name, format=wanted)
     formats = sorted(str(r[2]).upper() for r in rows if r[2] is not None)
     offered = ", ".join(formats) if formats else "none"
     raise FormatNotFoundError(f"book {book_id} has no {wanted} format (formats: {offered})")
 
 
-def locate_cover(catalog: Catalog, book_id: int) -> Path:
-    """The cover image of a book.
+def locate_cover(catalog: Catalog, book_id: int) -> StoredFile:
+    """The cover image of a book, in the storage.
 
     Raises:
         BookNotFoundError: no such book.
@@ -246,22 +271,55 @@ def locate_cover(catalog: Catalog, book_id: int) -> Path:
     if not rows:
         raise BookNotFoundError(f"book {book_id} is not in the library")
     path, has_cover = rows[0]
-    cover = catalog.root_path / str(path) / "cover.jpg"
-    if not has_cover or not _inside(catalog.root_path, cover) or not cover.is_file():
+    stored = catalog.files.stat(f"{path}/cover.jpg") if has_cover else None
+    if stored is None or (stored.local_path is not None and not _inside(catalog.root_path, stored.local_path)):
         raise CoverNotFoundError(f"book {book_id} has no cover")
-    return cover
+    return stored
 
 
-def cover_or_drawn(catalog: Catalog, placeholders: PlaceholderStore, book_id: int) -> tuple[Path, str]:
-    """The book's cover, or the one drawn for it when it has none; ``key`` names which.
+def find_cover(catalog: Catalog, placeholders: PlaceholderStore, book_id: int) -> CoverImage:
+    """The book's cover, or the one drawn for it when it has none; nothing is read or drawn yet.
 
     Raises:
         BookNotFoundError: no such book.
     """
     try:
-        return locate_cover(catalog, book_id), str(book_id)
+        stored = locate_cover(catalog, book_id)
     except CoverNotFoundError:
         book = catalog.book(book_id)
         series = f"{book.series.name} {book.series.index:g}" if book.series else None
-        drawn = placeholders.read_placeholder(book_id, book.title, [a.name for a in book.authors], series)
-        return drawn, f"{book_id}-placeholder"
+        authors = tuple(a.name for a in book.authors)
+        return CoverImage(
+            book_id=book_id,
+            key=f"{book_id}-placeholder",
+            version=placeholders.version_of(book_id, book.title, authors, series),
+            mtime_ns=int(book.last_modified.timestamp() * 1e9),
+            drawn=(book.title, authors, series),
+        )
+    return CoverImage(
+        book_id=book_id, key=str(book_id), version=stored.version, mtime_ns=stored.mtime_ns, stored=stored
+    )
+
+
+def cover_file(catalog: Catalog, placeholders: PlaceholderStore, cover: CoverImage) -> Path:
+    """A local file with the cover's bytes: the library's (a kept copy of a Drive one), or the drawn one.
+
+    Raises:
+        StorageError: the cover's bytes cannot be had from the storage now.
+    """
+    if cover.stored is not None:
+        return catalog.files.local_copy(cover.stored, keep=True)
+    assert cover.drawn is not None
+    title, authors, series = cover.drawn
+    return placeholders.read_placeholder(cover.book_id, title, authors, series)
+
+
+def cover_or_drawn(catalog: Catalog, placeholders: PlaceholderStore, book_id: int) -> tuple[CoverImage, Path]:
+    """``find_cover`` and its ``cover_file``.
+
+    Raises:
+        BookNotFoundError: no such book.
+        StorageError: as ``cover_file``.
+    """
+    cover = find_cover(catalog, placeholders, book_id)
+    return cover, cover_file(catalog, placeholders, cover)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from opds_server.catalog.service import Catalog, cover_or_drawn
+from opds_server.catalog.service import Catalog, CoverImage, cover_or_drawn
 from opds_server.errors import CoverNotFoundError
 from opds_server.storage.derived import JPEG_QUALITY, PlaceholderStore, write_atomically
 
@@ -33,15 +33,23 @@ class KoboCovers:
             BookNotFoundError: no such book.
             CoverNotFoundError: the cover is not a readable image.
         """
-        source, _key = cover_or_drawn(self.catalog, self.placeholders, book_id)
-        stat = source.stat()
+        cover, path = cover_or_drawn(self.catalog, self.placeholders, book_id)
+        return self.fit(cover, path, width, height, is_greyscale=is_greyscale)
+
+    def fit(self, cover: CoverImage, path: Path, width: int, height: int, *, is_greyscale: bool) -> Path:
+        """This version of a cover fitted into ``width`` x ``height`` (made once, then kept).
+
+        Raises:
+            CoverNotFoundError: the cover is not a readable image.
+        """
+        book_id = cover.book_id
         box = (min(max(width, MIN_SIDE), MAX_SIDE), min(max(height, MIN_SIDE), MAX_SIDE))
         grey = "g" if is_greyscale else "c"
-        target = self.folder / f"{book_id}-{stat.st_mtime_ns}-{stat.st_size}-{box[0]}x{box[1]}{grey}.jpg"
+        target = self.folder / f"{book_id}-{cover.version}-{box[0]}x{box[1]}{grey}.jpg"
         if target.is_file():
             return target
         try:
-            with Image.open(source) as image:
+            with Image.open(path) as image:
                 image.draft("RGB", box)
                 fitted = ImageOps.contain(image.convert("L" if is_greyscale else "RGB"), box, Image.Resampling.LANCZOS)
         except (UnidentifiedImageError, OSError) as exc:

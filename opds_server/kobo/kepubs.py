@@ -26,6 +26,7 @@ from typing import Literal
 from opds_server.calibre.model import Book
 from opds_server.kobo.library import kobo_file
 from opds_server.kobo.urls import KoboUrls
+from opds_server.storage.files import LibraryFiles, StorageError, StoredFile
 from opds_server.storage.kepub import AS_IS_SUFFIX, FAILED_SUFFIX, KEPUB_SUFFIX, KepubStore
 from sync.kobo.model import DownloadUrl
 
@@ -40,21 +41,17 @@ Offered = Literal["KEPUB", "EPUB3", "EPUB3FL"]
 
 
 class KepubService:
-    def __init__(self, store: KepubStore, root: Path, *, is_enabled: bool) -> None:
+    def __init__(self, store: KepubStore, files: LibraryFiles, *, is_enabled: bool) -> None:
         self.store = store
-        self.root = root
+        self.files = files
         self.is_enabled = is_enabled
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kepub")
         self._pending: dict[str, Future[Path | None]] = {}
         self._lock = threading.Lock()
 
-    def status(self, book_id: int, epub: Path) -> tuple[Status, Path | None]:
+    def status(self, book_id: int, epub: StoredFile) -> tuple[Status, Path | None]:
         """What is known of this version of the EPUB's KEPUB, without converting anything."""
-        try:
-            stat = epub.stat()
-        except OSError:
-            return "failed", None
-        stem = f"{book_id}-{stat.st_mtime_ns}-{stat.st_size}"
+        stem = f"{book_id}-{epub.version}"
         folder = self.store.folder
         target = folder / f"{stem}{KEPUB_SUFFIX}"
         if target.is_file():
@@ -67,8 +64,8 @@ class KepubService:
             return "failed", None
         return "pending", None
 
-    def _schedule(self, book_id: int, epub: Path) -> Future[Path | None] | None:
-        key = f"{book_id}:{epub}"
+    def _schedule(self, book_id: int, epub: StoredFile) -> Future[Path | None] | None:
+        key = f"{book_id}:{epub.relative}:{epub.version}"
         with self._lock:
             found = self._pending.get(key)
             if found is not None:
@@ -84,11 +81,11 @@ class KepubService:
         with self._lock:
             self._pending.pop(key, None)
 
-    def _convert(self, book_id: int, epub: Path) -> Path | None:
+    def _convert(self, book_id: int, epub: StoredFile) -> Path | None:
         try:
-            return self.store.read_kepub(book_id, epub)
-        except OSError as exc:
-            log.warning("book %d: no KEPUB made from %s: %s", book_id, epub, exc)
+            return self.store.read_stored(book_id, epub, self.files)
+        except (OSError, StorageError) as exc:
+            log.warning("book %d: no KEPUB made from %s: %s", book_id, epub.relative, exc)
             return None
 
     def choose(self, book: Book, urls: KoboUrls, prepare: bool) -> DownloadUrl | None:  # noqa: FBT001  # a DownloadChooser
@@ -96,14 +93,14 @@ class KepubService:
 
         ``prepare``: convert the EPUB in the background now, as the device will likely fetch it.
         """
-        source = kobo_file(self.root, book)
+        source = kobo_file(self.files, book)
         if source is None:
             return None
         if source.format == "KEPUB":
             return DownloadUrl(format="KEPUB", size=source.size, url=urls.download(book.uuid, "kepub"))
         offered: Offered = "KEPUB"
         size, fetched = source.size, "kepub"
-        status, kepub = self.status(book.id, source.path) if self.is_enabled else ("failed", None)
+        status, kepub = self.status(book.id, source.stored) if self.is_enabled else ("failed", None)
         if status == "ready" and kepub is not None:
             try:
                 size = kepub.stat().st_size
@@ -114,10 +111,10 @@ class KepubService:
         elif status == "failed":
             offered, fetched = "EPUB3", "epub"
         elif status == "pending" and prepare:
-            self._schedule(book.id, source.path)
+            self._schedule(book.id, source.stored)
         return DownloadUrl(format=offered, size=size, url=urls.download(book.uuid, fetched))
 
-    def wait_for(self, book_id: int, epub: Path) -> Path | None:
+    def wait_for(self, book_id: int, epub: StoredFile) -> Path | None:
         """The KEPUB to send for this EPUB now; ``None``: send the EPUB (fixed layout, already a
         KEPUB, conversion failed or took too long)."""
         if not self.is_enabled:

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import msgspec
 
@@ -24,6 +22,7 @@ from opds_server.calibre.comments import sanitise_html
 from opds_server.calibre.model import Book
 from opds_server.calibre.snapshot import Library, language_tag
 from opds_server.koreader.spine import read_spine
+from opds_server.storage.files import LibraryFiles, StoredFile
 from sync.kobo.model import (
     ActivePeriod,
     BookEntitlement,
@@ -47,44 +46,34 @@ def _version(*parts: object) -> int:
     return int.from_bytes(digest, "big") >> 1  # fits a signed 64-bit column
 
 
-def _mtime(path: Path) -> int | None:
-    try:
-        return os.stat(path).st_mtime_ns  # noqa: PTH116  # hot loop: no Path objects per call
-    except OSError:
-        return None
-
-
 class KoboFile(msgspec.Struct, frozen=True, kw_only=True):
     """The file a Kobo is sent for a book: its KEPUB if Calibre has one, else its EPUB."""
 
     format: str
-    path: Path
+    stored: StoredFile
     file_name: str
     size: int
 
 
-def kobo_file(root: Path, book: Book) -> KoboFile | None:
-    """The book's KEPUB, else its EPUB, as it is on disk now; ``None`` when it has neither."""
+def kobo_file(files: LibraryFiles, book: Book) -> KoboFile | None:
+    """The book's KEPUB, else its EPUB, as the storage has it now; ``None`` when it has neither."""
     for wanted in KOBO_FORMATS:
         for found in book.formats:
             if found.format == wanted:
-                return KoboFile(
-                    format=wanted, path=root / book.path / found.file_name, file_name=found.file_name, size=found.size
-                )
+                stored = files.stat(f"{book.path}/{found.file_name}")
+                if stored is not None:
+                    return KoboFile(format=wanted, stored=stored, file_name=found.file_name, size=stored.size)
     return None
 
 
-def cover_image_id(book: Book, root: Path) -> str:
+def cover_image_id(book: Book, files: LibraryFiles) -> str:
     """``<uuid>-<cover version>``: changes with the cover (a hash of its mtime in nanoseconds and its
     size), so the device fetches it again (spec 1; calibre-web-automated#1050). Books without a
     cover get the one we draw, versioned by the text drawn on it."""
     if book.has_cover:
-        try:
-            stat = os.stat(root / book.path / "cover.jpg")  # noqa: PTH116  # one call for mtime and size
-        except OSError:
-            stat = None
-        if stat is not None:
-            version = hashlib.blake2s(f"{stat.st_mtime_ns}:{stat.st_size}".encode(), digest_size=4).hexdigest()
+        stored = files.stat(f"{book.path}/cover.jpg")
+        if stored is not None:
+            version = hashlib.blake2s(f"{stored.mtime_ns}:{stored.size}".encode(), digest_size=4).hexdigest()
             return f"{book.uuid}-{version}"
     drawn = hashlib.blake2s(
         "\x1f".join([book.title, *(a.name for a in book.authors)]).encode(), digest_size=4
@@ -106,8 +95,8 @@ class KoboLibrary:
         self._lock = threading.Lock()
 
     @property
-    def root(self) -> Path:
-        return self.library.db.library
+    def files(self) -> LibraryFiles:
+        return self.library.db.files
 
     def entries(self, *, only: Iterable[int] | None = None) -> list[BookEntry]:
         """Every offered book (or those of ``only``) with its version, by id.
@@ -138,7 +127,7 @@ class KoboLibrary:
             if wanted is not None and key not in wanted:
                 continue
             files.setdefault(key, {})[str(fmt)] = (str(book_uuid), str(path), has_cover, modified, name)
-        root = str(self.root)
+        storage = self.files
         entries = []
         for book_id, formats in files.items():
             for wanted_format in KOBO_FORMATS:
@@ -146,12 +135,12 @@ class KoboLibrary:
                 if found is None:
                     continue
                 book_uuid, path, has_cover, modified, name = found
-                try:
-                    stat = os.stat(os.path.join(root, path, book_file_name(name, wanted_format)))  # noqa: PTH116, PTH118  # 100,000 books: plain strings
-                except OSError:
-                    continue  # listed but not on disk: try the other format
-                cover = _mtime(Path(root, path, "cover.jpg")) if has_cover else None
-                version = _version(modified, wanted_format, stat.st_size, stat.st_mtime_ns, cover)
+                stored = storage.stat(f"{path}/{book_file_name(name, wanted_format)}")
+                if stored is None:
+                    continue  # listed but not in the storage: try the other format
+                cover = storage.stat(f"{path}/cover.jpg") if has_cover else None
+                cover_mtime = cover.mtime_ns if cover is not None else None
+                version = _version(modified, wanted_format, stored.size, stored.mtime_ns, cover_mtime)
                 entries.append(BookEntry(id=book_id, uuid=book_uuid, version=version))
                 break
         return entries
@@ -195,7 +184,7 @@ def build_entitlement(
     )
 
 
-def build_metadata(book: Book, *, root: Path, download: DownloadUrl | None) -> BookMetadata:
+def build_metadata(book: Book, *, files: LibraryFiles, download: DownloadUrl | None) -> BookMetadata:
     """A book's ``BookMetadata`` (spec 6.2)."""
     pubdate = (
         format_timestamp(dt.datetime.combine(book.pubdate, dt.time(), tzinfo=dt.UTC)) if book.pubdate else msgspec.UNSET
@@ -208,7 +197,7 @@ def build_metadata(book: Book, *, root: Path, download: DownloadUrl | None) -> B
         title=book.title,
         # An empty description makes the device keep the old one (Komga sends a space).
         description=sanitise_html(book.comments) if book.comments else " ",
-        cover_image_id=cover_image_id(book, root),
+        cover_image_id=cover_image_id(book, files),
         download_urls=[download] if download else [],
         contributors=[a.name for a in book.authors],
         contributor_roles=[ContributorRole(name=a.name) for a in book.authors],
@@ -242,14 +231,14 @@ def removed_metadata(book_uuid: str) -> BookMetadata:
     )
 
 
-def locate(root: Path, book: Book, other: OtherProgress | None) -> OtherProgress | None:
+def locate(files: LibraryFiles, book: Book, other: OtherProgress | None) -> OtherProgress | None:
     """``other`` with the spine document its locator points into, when it is a KOReader XPointer
     (``DocFragment[N]``) into this book's EPUB: the Kobo then opens that chapter (spec C.3)."""
     if other is None or other.locator is None or other.source is not None:
         return other
     chapter = chapter_of(other.locator)
-    source = kobo_file(root, book)
-    spine = read_spine(source.path) if chapter is not None and source is not None else None
+    source = kobo_file(files, book)
+    spine = read_spine(files, source.stored) if chapter is not None and source is not None else None
     if spine is None or chapter is None or chapter > len(spine.hrefs):
         return other
     return msgspec.structs.replace(other, source=spine.hrefs[chapter - 1])

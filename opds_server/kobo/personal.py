@@ -35,7 +35,7 @@ class KoboPersonal:
 
     def state_of(self, device: DeviceRecord, book: Book) -> ReadingState:
         stored = self.store.kobo_states(device.user_id, [book.id]).get(book.id)
-        other = locate(self.library.root, book, self.store.other_progress(device.user_id, [book.id]).get(book.id))
+        other = locate(self.library.files, book, self.store.other_progress(device.user_id, [book.id]).get(book.id))
         return reading_state(book.uuid, stored, other, created=book.timestamp)
 
     def save_state(

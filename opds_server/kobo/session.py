@@ -216,7 +216,7 @@ class KoboSync:
 
     def metadata(self, book: Book, urls: KoboUrls, *, prepare: bool = False) -> BookMetadata:
         """A book's ``BookMetadata`` as sync and ``/v1/library/{id}/metadata`` send it."""
-        return build_metadata(book, root=self.library.root, download=self.choose_download(book, urls, prepare))
+        return build_metadata(book, files=self.library.files, download=self.choose_download(book, urls, prepare))
 
     # Sessions
 
@@ -324,7 +324,7 @@ class KoboSync:
             book = books.get(entry.id)
             if phase == "removed":
                 metadata = (
-                    build_metadata(book, root=self.library.root, download=None)
+                    build_metadata(book, files=self.library.files, download=None)
                     if book
                     else removed_metadata(entry.uuid)
                 )
@@ -345,7 +345,7 @@ class KoboSync:
             if book is None:
                 out.append([])  # deleted since the snapshot: the next session removes it
                 continue
-            state = self._state(book, stored.get(entry.id), locate(self.library.root, book, others.get(entry.id)))
+            state = self._state(book, stored.get(entry.id), locate(self.library.files, book, others.get(entry.id)))
             if phase == "progress":
                 out.append([encode(SyncItem(changed_reading_state=ReadingStateChange(reading_state=state)))])
                 continue

@@ -39,6 +39,7 @@ from typing import NamedTuple
 from opds_server.calibre.books import book_file_name
 from opds_server.calibre.snapshot import Library
 from opds_server.db.document_keys import VARIANTS, DocumentKeyRecord, DocumentKeyStore, StoredKey, Variant
+from opds_server.storage.files import LOCAL_READER, LibraryFiles, StorageError, StoredFile
 from opds_server.storage.kepub import KEPUB_SUFFIX
 from sync.koreader.keys import filename_key, koreader_file_name, partial_md5
 
@@ -65,7 +66,8 @@ class _Stream(NamedTuple):
 
     format: str
     variant: Variant
-    path: str
+    stored: StoredFile
+    """The file in the library's storage; a KEPUB's on local disk."""
     size: int
     mtime_ns: int
     key: str | None
@@ -109,23 +111,20 @@ class DocumentKeyIndexer:
         names_are_current = generation == self._generation
         last_rows = self.library.db.fetch(_LAST_BOOK)
         last_book = max(int(str(last_rows[0][0] or 0)) if last_rows else 0, self.store.last_book_id() or 0)
-        library_root = os.path.abspath(self.library.db.library)  # noqa: PTH100  # strings: see _current_streams
-        kepub_root = os.path.abspath(self.kepub_folder)  # noqa: PTH100
+        kepub_root = os.path.abspath(self.kepub_folder)  # noqa: PTH100  # strings: see _current_streams
         kepubs = self._kepubs(kepub_root)
-        folders = {"file": library_root + os.sep, "kepub": kepub_root + os.sep}
+        readers = {"file": self.library.db.files, "filename": self.library.db.files, "kepub": LOCAL_READER}
         hashed = changed = forgotten = 0
         for first in range(0, last_book + 1, BOOKS_PER_RANGE):
             stop = first + BOOKS_PER_RANGE
             stored = self.store.known_between(first, stop)
-            current = self._current_streams(
-                first, stop, library_root, kepubs, stored=stored if names_are_current else None
-            )
+            current = self._current_streams(first, stop, kepubs, stored=stored if names_are_current else None)
             pending: dict[int, list[DocumentKeyRecord]] = {}
             for book_id, streams in current.items():
                 before = stored.get(book_id, {})
                 if _is_unchanged(streams, before):
                     continue
-                records, hashed_now = _records(book_id, streams, before, folders)
+                records, hashed_now = _records(book_id, streams, before, readers)
                 hashed += hashed_now
                 if {(r.format, r.variant): (r.key, r.file_size, r.file_mtime_ns) for r in records} != before:
                     pending[book_id] = records
@@ -154,7 +153,6 @@ class DocumentKeyIndexer:
         self,
         first: int,
         stop: int,
-        root: str,
         kepubs: dict[int, tuple[int, str]],
         *,
         stored: dict[int, dict[_Slot, StoredKey]] | None,
@@ -164,24 +162,22 @@ class DocumentKeyIndexer:
         Args:
             first: the first book id.
             stop: the book id after the last.
-            root: the library folder's absolute path.
             kepubs: the newest KEPUB of each book (``_kepubs``).
             stored: the stored keys of these books, whose file-name keys are taken as they are;
                 ``None`` to compute every file-name key.
         """
         db = self.library.db
+        files = db.files
         authors: defaultdict[int, list[str]] | None = None
         current: defaultdict[int, dict[_Slot, _Stream]] = defaultdict(dict)
         for book, folder, title, raw_format, name in db.fetch(_FILES, (first, stop)):
             book_id, book_format = int(str(book)), str(raw_format).upper()
-            # A string, not a Path: building one costs more than the stat itself.
-            path = f"{root}/{folder}/{book_file_name(name, book_format)}"
-            found = _stat(path)
+            found = files.stat(f"{folder}/{book_file_name(name, book_format)}")
             if found is None:
                 continue  # listed in data but gone from disk (fixture book 17): never served
-            size, mtime_ns = found
+            size, mtime_ns = found.size, found.mtime_ns
             streams = current[book_id]
-            streams[book_format, "file"] = _Stream(book_format, "file", path, size, mtime_ns, None)
+            streams[book_format, "file"] = _Stream(book_format, "file", found, size, mtime_ns, None)
             known = stored.get(book_id, {}).get((book_format, "filename")) if stored is not None else None
             if known is not None:
                 name_key = known[0]
@@ -192,13 +188,14 @@ class DocumentKeyIndexer:
                         authors[int(str(author_book))].append(str(author))
                 predicted = koreader_file_name(authors.get(book_id, ()), str(title or ""), book_format.lower())
                 name_key = filename_key(predicted)
-            streams[book_format, "filename"] = _Stream(book_format, "filename", path, size, mtime_ns, name_key)
+            streams[book_format, "filename"] = _Stream(book_format, "filename", found, size, mtime_ns, name_key)
         for book_id, streams in current.items():
             kepub = kepubs.get(book_id)
-            found = _stat(kepub[1]) if kepub is not None else None
-            if kepub is not None and found is not None:
-                size, mtime_ns = found
-                streams[KEPUB_FORMAT, "kepub"] = _Stream(KEPUB_FORMAT, "kepub", kepub[1], size, mtime_ns, None)
+            kepub_stat = _stat(kepub[1]) if kepub is not None else None
+            if kepub is not None and kepub_stat is not None:
+                size, mtime_ns = kepub_stat
+                local = StoredFile(relative=kepub[1], size=size, mtime_ns=mtime_ns, local_path=kepub[1])
+                streams[KEPUB_FORMAT, "kepub"] = _Stream(KEPUB_FORMAT, "kepub", local, size, mtime_ns, None)
         return dict(current)
 
     @staticmethod
@@ -235,7 +232,7 @@ def _is_unchanged(streams: dict[_Slot, _Stream], stored: dict[_Slot, StoredKey])
 
 
 def _records(
-    book_id: int, streams: dict[_Slot, _Stream], stored: dict[_Slot, StoredKey], folders: dict[str, str]
+    book_id: int, streams: dict[_Slot, _Stream], stored: dict[_Slot, StoredKey], readers: dict[str, LibraryFiles]
 ) -> tuple[list[DocumentKeyRecord], int]:
     """A book's keys as they should be stored, hashing only files whose (size, mtime) changed; and
     how many files were hashed."""
@@ -249,7 +246,7 @@ def _records(
             if before is not None and before[1:] == (stream.size, stream.mtime_ns):
                 key = before[0]
             else:
-                key = _hash(stream.path, folders[stream.variant])
+                key = _hash(readers[stream.variant], stream.stored)
                 hashed += key is not None
         if key is None:
             unserved.add(slot)
@@ -281,19 +278,12 @@ def _stat(path: str) -> tuple[int, int] | None:
     return (found.st_size, found.st_mtime_ns) if stat.S_ISREG(found.st_mode) else None
 
 
-def _hash(path: str, folder: str) -> str | None:
-    """The partial MD5 of a file; ``None`` when it cannot be read or its path leaves ``folder``.
-
-    The check is lexical (a ``..`` in Calibre's ``books.path``), not ``realpath``: resolving every
-    file's symlinks took a sixth of a first refresh. A file reached through a symlink that leaves
-    the library is hashed, though downloads refuse it: a key nobody can have got from us.
-    """
-    if not os.path.normpath(path).startswith(folder):
-        log.warning("document keys: %s is outside %s; not indexed", path, folder)
-        return None
+def _hash(files: LibraryFiles, stored: StoredFile) -> str | None:
+    """The partial MD5 of a file (a dozen small reads, ranges of a Drive file); ``None`` when it
+    cannot be read. Paths that would leave the library never got here (``LibraryFiles.stat``)."""
     try:
-        with open(path, "rb") as source:  # noqa: PTH123  # a string path, see _current_streams
+        with files.open(stored) as source:
             return partial_md5(source)
-    except OSError as exc:
-        log.warning("document keys: %s cannot be read: %s", path, exc)
+    except (OSError, StorageError) as exc:
+        log.warning("document keys: %s cannot be read: %s", stored.relative, exc)
         return None

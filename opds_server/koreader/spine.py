@@ -7,11 +7,12 @@ from __future__ import annotations
 import functools
 import posixpath
 import zipfile
-from pathlib import Path
 from urllib.parse import unquote
 
 import msgspec
 from lxml import etree
+
+from opds_server.storage.files import LibraryFiles, StorageError, StoredFile
 
 _CONTAINER = "{urn:oasis:names:tc:opendocument:xmlns:container}"
 _OPF = "{http://www.idpf.org/2007/opf}"
@@ -31,19 +32,15 @@ class Spine(msgspec.Struct, frozen=True, kw_only=True):
         return None
 
 
-def read_spine(path: Path) -> Spine | None:
-    """The spine of an EPUB (or KEPUB); ``None`` when it cannot be read."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return _spine(str(path), stat.st_mtime_ns, stat.st_size)
+def read_spine(files: LibraryFiles, stored: StoredFile) -> Spine | None:
+    """The spine of an EPUB (or KEPUB) in the storage; ``None`` when it cannot be read."""
+    return _spine(files, stored)
 
 
 @functools.lru_cache(maxsize=256)
-def _spine(path: str, _mtime_ns: int, _size: int) -> Spine | None:
+def _spine(files: LibraryFiles, stored: StoredFile) -> Spine | None:
     try:
-        with zipfile.ZipFile(path) as epub:
+        with files.open(stored) as handle, zipfile.ZipFile(handle) as epub:
             container = etree.fromstring(epub.read("META-INF/container.xml"))
             rootfile = container.find(f".//{_CONTAINER}rootfile")
             if rootfile is None:
@@ -57,6 +54,6 @@ def _spine(path: str, _mtime_ns: int, _size: int) -> Spine | None:
             }
             hrefs = [manifest[ref] for item in opf.iter(f"{_OPF}itemref") if (ref := item.get("idref")) in manifest]
             sizes = {info.filename: info.file_size for info in epub.infolist()}
-    except (OSError, KeyError, zipfile.BadZipFile, etree.XMLSyntaxError):
+    except (OSError, StorageError, KeyError, zipfile.BadZipFile, etree.XMLSyntaxError):
         return None
     return Spine(hrefs=tuple(hrefs), sizes=tuple(sizes.get(h, 0) for h in hrefs))

@@ -14,10 +14,10 @@ spine's sizes).
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import msgspec
 
+from opds_server.calibre.books import book_file_name
 from opds_server.calibre.snapshot import Library
 from opds_server.db.document_keys import DocumentKeyStore
 from opds_server.db.kobo import KOBO_DEVICE_KIND, KoboStore
@@ -194,11 +194,10 @@ class KoreaderSync:
         rows = self.library.db.fetch(
             "SELECT b.path, d.name, d.format FROM books b JOIN data d ON d.book = b.id WHERE b.id = ?", (book_id,)
         )
-        files = {
-            str(fmt).upper(): Path(self.library.db.library, str(path), f"{name}.{str(fmt).lower()}")
-            for path, name, fmt in rows
-        }
+        storage = self.library.db.files
+        files = {str(fmt).upper(): f"{path}/{book_file_name(name, fmt)}" for path, name, fmt in rows}
         for wanted in _EPUB_FORMATS:
-            if wanted in files:
-                return read_spine(files[wanted])
+            stored = storage.stat(files[wanted]) if wanted in files else None
+            if stored is not None:
+                return read_spine(storage, stored)
         return None

@@ -34,7 +34,7 @@ from opds_server.kobo.library import book_uuid_of, kobo_file
 from opds_server.kobo.locks import DeviceBusyError
 from opds_server.kobo.session import SyncPage
 from opds_server.kobo.store import CDN, forwarded_headers
-from opds_server.routes.files import DOWNLOAD_CACHE_CONTROL, _send_file, content_disposition
+from opds_server.routes.files import DOWNLOAD_CACHE_CONTROL, content_disposition, send_local, send_stored
 from opds_server.routes.kobo_common import (
     JSON,
     UUID_PATTERN,
@@ -321,21 +321,31 @@ def download(
 ) -> Response[bytes]:
     book_id = book_id_of(services, entitlement)
     book = services.kobo_library.books([book_id]).get(book_id) if book_id is not None else None
-    source = kobo_file(services.kobo_library.root, book) if book is not None else None
+    source = kobo_file(services.kobo_library.files, book) if book is not None else None
     if book is None or source is None:
         raise BookNotFoundError(f"no book {entitlement[:60]!r} with an EPUB or KEPUB file in this library")
-    path, name = source.path, source.file_name
+    headers = {"Content-Disposition": content_disposition(source.file_name)}
     if book_format.lower() == "kepub" and source.format == "EPUB":
-        converted = services.kepubs.wait_for(book.id, source.path)
+        converted = services.kepubs.wait_for(book.id, source.stored)
         if converted is not None:
-            path, name = converted, name.removesuffix(".epub") + ".kepub.epub"
-    return _send_file(
+            kepub_name = source.file_name.removesuffix(".epub") + ".kepub.epub"
+            headers = {"Content-Disposition": content_disposition(kepub_name)}
+            return send_local(
+                request,
+                converted,
+                media="application/epub+zip",
+                cache_control=DOWNLOAD_CACHE_CONTROL,
+                extra_headers=headers,
+                etag_parts=(book.id, "kobo", converted.name),
+            )
+    return send_stored(
         request,
-        path,
+        source.stored,
+        services.kobo_library.files,
         media="application/epub+zip",
         cache_control=DOWNLOAD_CACHE_CONTROL,
-        extra_headers={"Content-Disposition": content_disposition(name)},
-        etag_parts=(book.id, "kobo", path.name),
+        extra_headers=headers,
+        etag_parts=(book.id, "kobo", source.file_name),
     )
 
 
@@ -351,8 +361,11 @@ def _cover(
         if services.kobo_store_api is not None:  # a store book's cover (spec 5.10)
             return Redirect(f"{CDN}/{quote(image_id, safe='')}/{width}/{height}/false/image.jpg", status_code=307)
         raise CoverNotFoundError(f"no cover {image_id[:60]!r} in this library")
+    redirect = services.covers.redirect_kobo(book_id, height)
+    if redirect is not None:
+        return redirect
     path = services.kobo_covers.read(book_id, width, height, is_greyscale=greyscale.lower() == "true")
-    return _send_file(
+    return send_local(
         request,
         path,
         media="image/jpeg",

@@ -1,7 +1,8 @@
 """Comic archives (CBZ) read page by page, for OPDS-PSE streaming.
 
-Pages are the archive's images in natural name order. The page list is remembered per
-(path, mtime, size), so a feed listing a comic costs one ``stat``, not an archive scan.
+Pages are the archive's images in natural name order. The page list is remembered per version of
+the file, so a feed listing a comic costs one ``stat``, not an archive scan; an archive in Google
+Drive is read by ranges (its directory, then the one page), never downloaded whole.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image
+
+from opds_server.storage.files import LibraryFiles, StorageError, StoredFile
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp")
 _DIGITS = re.compile(r"(\d+)")
@@ -30,9 +33,9 @@ def _natural(name: str) -> list[object]:
 
 
 @lru_cache(maxsize=1024)
-def _pages(path: Path, _mtime_ns: int, _size: int) -> tuple[str, ...]:
+def _pages(files: LibraryFiles, stored: StoredFile) -> tuple[str, ...]:
     try:
-        with zipfile.ZipFile(path) as archive:
+        with files.open(stored) as handle, zipfile.ZipFile(handle) as archive:
             names = [
                 info.filename
                 for info in archive.infolist()
@@ -40,27 +43,28 @@ def _pages(path: Path, _mtime_ns: int, _size: int) -> tuple[str, ...]:
                 and info.filename.lower().endswith(_IMAGE_SUFFIXES)
                 and not info.filename.startswith(("__MACOSX/", "."))
             ]
-    except (OSError, zipfile.BadZipFile):
+    except (OSError, StorageError, zipfile.BadZipFile):
         return ()
     return tuple(sorted(names, key=_natural))
 
 
-def read_page_names(path: Path) -> tuple[str, ...]:
-    """The archive's image entries in reading order; empty when the file is unreadable."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return ()
-    return _pages(path, stat.st_mtime_ns, stat.st_size)
+def read_page_names(files: LibraryFiles, stored: StoredFile) -> tuple[str, ...]:
+    """The archive's image entries in reading order; empty when the file is unreadable.
+    Remembered per version of the file, so a feed listing a comic reads nothing."""
+    return _pages(files, stored)
 
 
-def read_page(path: Path, number: int, max_width: int | None) -> tuple[bytes, str] | None:
-    """Page ``number`` (0-based) as (bytes, media type), scaled down to ``max_width`` if wider."""
-    names = read_page_names(path)
+def read_page(files: LibraryFiles, stored: StoredFile, number: int, max_width: int | None) -> tuple[bytes, str] | None:
+    """Page ``number`` (0-based) as (bytes, media type), scaled down to ``max_width`` if wider.
+
+    Raises:
+        StorageError: the archive's bytes cannot be had now.
+    """
+    names = read_page_names(files, stored)
     if not 0 <= number < len(names):
         return None
     name = names[number]
-    with zipfile.ZipFile(path) as archive:
+    with files.open(stored) as handle, zipfile.ZipFile(handle) as archive:
         data = archive.read(name)
     media_type = IMAGE_TYPES[Path(name).suffix.lower()]
     if max_width is None:

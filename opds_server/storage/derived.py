@@ -52,18 +52,18 @@ class ThumbnailStore:
         self.folder = folder
         self.width = width
 
-    def read_thumbnail(self, key: str, cover: Path) -> Path:
+    def read_thumbnail(self, key: str, cover: Path, version: str) -> Path:
         """The thumbnail of this version of a cover, made now if it does not exist yet.
 
         Args:
             key: names the cover's owner (``12`` for book 12's cover, ``12-placeholder``...).
             cover: the full-size image.
+            version: the cover's version (``CoverImage.version``).
 
         Raises:
             ThumbnailError: the cover is not an image Pillow can read.
         """
-        stat = cover.stat()
-        target = self.folder / f"{key}-{stat.st_mtime_ns}-{stat.st_size}-{self.width}.jpg"
+        target = self.folder / f"{key}-{version}-{self.width}.jpg"
         if target.is_file():
             return target
         try:
@@ -86,10 +86,15 @@ class PlaceholderStore:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
+    @staticmethod
+    def version_of(book_id: int, title: str, authors: Sequence[str], series: str | None) -> str:
+        """Names the drawn cover for this text (it changes with the text), without drawing it."""
+        digest = hashlib.blake2s("\x1f".join([title, *authors, series or ""]).encode(), digest_size=8).hexdigest()
+        return f"{book_id}-{digest}"
+
     def read_placeholder(self, book_id: int, title: str, authors: Sequence[str], series: str | None) -> Path:
         """The drawn cover for this text, made now if it does not exist yet."""
-        digest = hashlib.blake2s("\x1f".join([title, *authors, series or ""]).encode(), digest_size=8).hexdigest()
-        target = self.folder / f"{book_id}-{digest}.jpg"
+        target = self.folder / f"{self.version_of(book_id, title, authors, series)}.jpg"
         if not target.is_file():
             write_atomically(target, draw_cover(title, authors, series))
             _remove_older(self.folder, f"{book_id}-*.jpg", target)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from opds_server.storage.derived import write_atomically
+from opds_server.storage.files import LibraryFiles, LocalFiles, StoredFile, local_stored
 from sync.kobo.kepub import KepubError, convert_to_kepub, read_layout
 
 logger = logging.getLogger(__name__)
@@ -36,11 +37,20 @@ class KepubStore:
         self.folder = folder
 
     def read_kepub(self, book_id: int, epub: Path) -> Path | None:
+        """``read_stored`` for an EPUB on local disk.
+
+        Raises:
+            OSError: as ``read_stored`` (``FileNotFoundError`` when the EPUB is missing).
+        """
+        return self.read_stored(book_id, local_stored(epub), LocalFiles(epub.parent))
+
+    def read_stored(self, book_id: int, epub: StoredFile, files: LibraryFiles) -> Path | None:
         """The KEPUB of this version of a book's EPUB, converted now if it does not exist yet.
 
         Args:
             book_id: the Calibre book the EPUB belongs to.
-            epub: the book's EPUB in the library.
+            epub: the book's EPUB in the storage (a Drive EPUB is downloaded to a temporary file).
+            files: the storage.
 
         Returns:
             The KEPUB's path; None when the Kobo should get the EPUB as it is: a fixed-layout
@@ -48,18 +58,18 @@ class KepubStore:
             per version of the file).
 
         Raises:
-            OSError: the EPUB cannot be read (``FileNotFoundError`` when it is missing), or the
-                KEPUB cannot be written.
+            OSError: the EPUB cannot be read, or the KEPUB cannot be written.
+            StorageError: the storage could not give the EPUB's bytes now.
         """
-        stat = epub.stat()
-        stem = f"{book_id}-{stat.st_mtime_ns}-{stat.st_size}"
+        stem = f"{book_id}-{epub.version}"
         target = self.folder / f"{stem}{KEPUB_SUFFIX}"
         if target.is_file():
             return target
         if (self.folder / f"{stem}{AS_IS_SUFFIX}").is_file() or (self.folder / f"{stem}{FAILED_SUFFIX}").is_file():
             return None
+        local = files.local_copy(epub, keep=False)
         try:
-            with epub.open("rb") as source:
+            with local.open("rb") as source:
                 layout = read_layout(source)
                 if layout != "reflowable":
                     self._keep(book_id, stem, AS_IS_SUFFIX, f"{layout}\n")
@@ -67,9 +77,14 @@ class KepubStore:
                 source.seek(0)
                 self._convert(source, target)
         except KepubError as exc:
-            logger.warning("book %d: %s cannot be converted to KEPUB, the EPUB is sent instead: %s", book_id, epub, exc)
+            logger.warning(
+                "book %d: %s cannot be converted to KEPUB, the EPUB is sent instead: %s", book_id, epub.relative, exc
+            )
             self._keep(book_id, stem, FAILED_SUFFIX, f"{exc}\n")
             return None
+        finally:
+            if epub.local_path is None:  # a downloaded copy: ours to remove
+                local.unlink(missing_ok=True)
         self._remove_older(book_id, stem)
         return target
 

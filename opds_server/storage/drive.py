@@ -1,0 +1,596 @@
+"""Book files and covers read from Google Drive (``GOOGLE_DRIVE_CREDENTIALS``, ``GOOGLE_DRIVE_FOLDER_ID``).
+
+The Drive folder mirrors the library folder: ``Author/Title (12)/Title - Author.epub`` inside it is
+the file Calibre lists at that path. ``metadata.db`` stays in the library folder on local disk.
+
+**The path map.** Drive knows files by id, Calibre by path. The map from one to the other is made
+once by listing every file the service account can see (``files.list``, 1,000 a page: a 100,000-book
+library is a few hundred requests, where walking folder by folder would be 100,000) and keeping
+those under the folder; then kept fresh from the changes feed (``changes.list``), polled every 30
+seconds and whenever a book's file is asked for and missing. The page token is taken before the
+listing, so nothing that changes meanwhile is lost. The map (with its token) is kept in Redis when
+``REDIS_URL`` is set, else in the data dir, so a restart or another instance starts from it and
+only reads the changes since.
+
+**Bytes.** Through google-auth's ``AuthorizedSession`` (tokens refresh on their own, also after a
+401). Downloads stream in 256 KiB chunks and a client's byte range goes to Drive as a ``Range``;
+a stream cut midway is resumed from where it stopped. Zip readers (spines, comics, KOReader's
+partial MD5) read ranges of the file, never all of it. Transient failures (429, 5xx, timeouts) are
+retried with backoff; what still fails is a ``StorageError`` for that file only (a 502, or a 404
+when Drive says the file is gone).
+
+pydrive2 is not used: it speaks Drive v2 through the API discovery client and oauth2client, while
+everything here is four v3 calls that google-auth's session makes directly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+import os
+import tempfile
+import threading
+import time
+import unicodedata
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+import msgspec
+import requests
+from google.auth.exceptions import GoogleAuthError
+from google.auth.transport.requests import AuthorizedSession
+from google.oauth2 import service_account
+from requests.adapters import HTTPAdapter
+
+from opds_server.storage.files import CHUNK_SIZE, StorageError, StoredFile, is_safe_relative
+
+log = logging.getLogger(__name__)
+
+SCOPES = ("https://www.googleapis.com/auth/drive.readonly",)
+FOLDER_TYPE = "application/vnd.google-apps.folder"
+FILE_FIELDS = "id,name,mimeType,parents,size,md5Checksum,modifiedTime,trashed"
+TIMEOUT = (5.0, 30.0)
+"""(connect, read) seconds for one request to Drive."""
+ATTEMPTS = 4
+"""Tries of one request: three retries of a transient failure, about 2 s in all."""
+RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+POLL_SECONDS = 30.0
+MISS_POLL_SECONDS = 5.0
+"""A missing file, or Calibre's write, makes the changes feed be read at once, but not more often than this."""
+READ_AHEAD = 64 * 1024
+"""The least a seekable reader fetches at a time (zip directories and partial MD5s read small bits)."""
+FIRST_LOAD_WAIT = 60.0
+
+
+class DriveNode(msgspec.Struct, frozen=True, array_like=True):
+    """One file or folder of the Drive, as the map keeps it (arrays: a 100,000-book map stays small)."""
+
+    id: str
+    name: str
+    parent: str
+    is_folder: bool
+    size: int = 0
+    mtime_ns: int = 0
+
+
+class DriveMap(msgspec.Struct, kw_only=True):
+    """What is kept between runs: every node under (and beside) the folder, and the changes token."""
+
+    folder_id: str
+    token: str
+    generation: str
+    nodes: list[DriveNode]
+
+
+class MapCache(Protocol):
+    def load(self) -> bytes | None: ...
+
+    def save(self, data: bytes) -> None: ...
+
+
+class FileMapCache:
+    """The map in the data dir (one instance, or instances sharing a disk)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except OSError:
+            return None
+
+    def save(self, data: bytes) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".part")
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        Path(temporary).replace(self.path)
+
+
+class RedisMapCache:
+    """The map in Redis, shared by every instance."""
+
+    def __init__(self, url: str, key: str) -> None:
+        import redis  # noqa: PLC0415  # only with REDIS_URL
+
+        self.client = redis.Redis.from_url(url, socket_timeout=10)
+        self.key = key
+
+    def load(self) -> bytes | None:
+        try:
+            found = self.client.get(self.key)
+        except Exception as exc:  # noqa: BLE001  # redis-py raises many kinds; the map can be rebuilt
+            log.warning("Google Drive: the path map could not be read from Redis: %s", exc)
+            return None
+        return found if isinstance(found, bytes) else None
+
+    def save(self, data: bytes) -> None:
+        try:
+            self.client.set(self.key, data)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("Google Drive: the path map could not be saved to Redis: %s", exc)
+
+
+def _parse_time(value: object) -> int:
+    """Drive's RFC 3339 ``modifiedTime`` in nanoseconds since the epoch."""
+    try:
+        moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return 0
+    return int(moment.timestamp() * 1_000_000) * 1000
+
+
+def _node(item: Mapping[str, Any]) -> DriveNode | None:
+    parents = item.get("parents") or []
+    if not parents or item.get("trashed"):
+        return None
+    is_folder = item.get("mimeType") == FOLDER_TYPE
+    return DriveNode(
+        id=str(item["id"]),
+        name=str(item.get("name", "")),
+        parent=str(parents[0]),
+        is_folder=is_folder,
+        size=0 if is_folder else int(item.get("size") or 0),
+        mtime_ns=_parse_time(item.get("modifiedTime")),
+    )
+
+
+def _reason(response: requests.Response) -> str:
+    """Drive's own words for an error answer (``reason: message``)."""
+    try:
+        error = response.json().get("error", {})
+    except ValueError:
+        return f"HTTP {response.status_code}"
+    if not isinstance(error, dict):
+        return str(error)
+    reasons = [str(e.get("reason", "")) for e in error.get("errors", []) if isinstance(e, dict)]
+    message = str(error.get("message", f"HTTP {response.status_code}"))
+    return f"{reasons[0]}: {message}" if reasons and reasons[0] else message
+
+
+class DriveApi:
+    """The four Drive v3 calls we make, with retries, through google-auth's authorized session."""
+
+    def __init__(self, credentials: Path, api_url: str, *, pool_size: int = 32) -> None:
+        try:
+            account = service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]  # google-auth has no annotations here
+                str(credentials), scopes=SCOPES
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(
+                f"GOOGLE_DRIVE_CREDENTIALS={credentials}: not a service-account JSON file ({exc})"
+            ) from exc
+        self.session = AuthorizedSession(account)  # type: ignore[no-untyped-call]  # as above
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        self.api_url = api_url.rstrip("/")
+
+    def request(
+        self, path: str, params: Mapping[str, str], *, headers: Mapping[str, str] | None = None, stream: bool = False
+    ) -> requests.Response:
+        """GET ``path`` of the API, retrying transient failures; a 2xx answer.
+
+        Raises:
+            StorageError: a 404 (``is_missing``), another 4xx, or a failure that outlived the retries.
+        """
+        url = f"{self.api_url}/{path}"
+        failure = "no answer"
+        for attempt in range(ATTEMPTS):
+            if attempt:
+                time.sleep(min(2.0, 0.25 * 2 ** (attempt - 1)))
+            try:
+                response = self.session.get(url, params=params, headers=headers, stream=stream, timeout=TIMEOUT)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                failure = f"{type(exc).__name__}: {exc}"
+                continue
+            except GoogleAuthError as exc:
+                raise StorageError(f"Google Drive refused our credentials: {exc}") from exc
+            if response.status_code < 400:
+                return response
+            reason = _reason(response)
+            response.close()
+            if response.status_code == 404:
+                raise StorageError(f"Google Drive has no such file ({reason})", is_missing=True)
+            if response.status_code in RETRIED_STATUSES or any(r in reason for r in RATE_LIMIT_REASONS):
+                failure = f"HTTP {response.status_code} {reason}"
+                retry_after = response.headers.get("Retry-After", "")
+                if retry_after.isdigit() and attempt + 1 < ATTEMPTS:
+                    time.sleep(min(float(retry_after), 2.0))
+                continue
+            raise StorageError(f"Google Drive refused: HTTP {response.status_code} {reason}")
+        raise StorageError(f"Google Drive did not answer after {ATTEMPTS} tries: {failure}")
+
+    def list_all(self) -> Iterator[dict[str, Any]]:
+        """Every file and folder the account sees, page by page."""
+        token: str | None = None
+        while True:
+            params = {
+                "q": "trashed = false",
+                "pageSize": "1000",
+                "fields": f"nextPageToken,files({FILE_FIELDS})",
+                "supportsAllDrives": "true",
+                "includeItemsFromAllDrives": "true",
+            }
+            if token:
+                params["pageToken"] = token
+            page = self.request("files", params).json()
+            yield from page.get("files", [])
+            token = page.get("nextPageToken")
+            if not token:
+                return
+
+    def start_token(self) -> str:
+        return str(self.request("changes/startPageToken", {"supportsAllDrives": "true"}).json()["startPageToken"])
+
+    def changes(self, token: str) -> tuple[list[dict[str, Any]], str]:
+        """Every change since ``token``, and the token to ask from next time."""
+        found: list[dict[str, Any]] = []
+        while True:
+            page = self.request(
+                "changes",
+                {
+                    "pageToken": token,
+                    "pageSize": "1000",
+                    "includeRemoved": "true",
+                    "supportsAllDrives": "true",
+                    "includeItemsFromAllDrives": "true",
+                    "fields": f"nextPageToken,newStartPageToken,changes(fileId,removed,file({FILE_FIELDS}))",
+                },
+            ).json()
+            found.extend(page.get("changes", []))
+            if page.get("newStartPageToken"):
+                return found, str(page["newStartPageToken"])
+            token = str(page["nextPageToken"])
+
+    def media(self, file_id: str, start: int, end: int) -> requests.Response:
+        """Bytes ``start`` to ``end`` (inclusive) of a file, as a stream.
+
+        Raises:
+            StorageError: as ``request``, or Drive ignored the range.
+        """
+        response = self.request(
+            f"files/{file_id}",
+            {"alt": "media", "supportsAllDrives": "true"},
+            headers={"Range": f"bytes={start}-{end}"},
+            stream=True,
+        )
+        if start > 0 and response.status_code != 206:
+            response.close()
+            raise StorageError(f"Google Drive ignored the byte range {start}-{end} of file {file_id}")
+        return response
+
+    def close(self) -> None:
+        self.session.close()  # type: ignore[no-untyped-call]  # as above
+
+
+class _DriveChunks(AbstractContextManager[Iterator[bytes]]):
+    """A byte range of a Drive file as chunks; a stream cut midway is asked for again from where it stopped."""
+
+    def __init__(self, api: DriveApi, stored: StoredFile, start: int, length: int) -> None:
+        self.api = api
+        self.file_id = str(stored.remote_id)
+        self.name = stored.relative
+        self.start = start
+        self.end = start + length - 1
+        self._response: requests.Response | None = None
+
+    def __enter__(self) -> Iterator[bytes]:
+        if self.end < self.start:  # nothing asked for (an empty file): Drive refuses any range of it
+            return iter(())
+        self._response = self.api.media(self.file_id, self.start, self.end)
+        return self._chunks()
+
+    def _chunks(self) -> Iterator[bytes]:
+        position = self.start
+        resumed = 0
+        while position <= self.end:
+            assert self._response is not None
+            try:
+                for chunk in self._response.iter_content(CHUNK_SIZE):
+                    position += len(chunk)
+                    yield chunk
+                if position <= self.end:
+                    raise requests.ConnectionError("the answer ended early")
+            except (requests.RequestException, OSError) as exc:
+                self._response.close()
+                resumed += 1
+                if resumed >= ATTEMPTS:
+                    raise StorageError(f"{self.name}: the download from Google Drive broke off: {exc}") from exc
+                log.info("%s: resuming the Drive download at byte %d after: %s", self.name, position, exc)
+                self._response = self.api.media(self.file_id, position, self.end)
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._response is not None:
+            self._response.close()
+
+
+class DriveReader(io.RawIOBase):
+    """A seekable, read-only view of a Drive file: each read is a ranged request (at least ``READ_AHEAD``)."""
+
+    def __init__(self, api: DriveApi, stored: StoredFile) -> None:
+        super().__init__()
+        self.api = api
+        self.stored = stored
+        self.position = 0
+        self._window = b""
+        self._window_start = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.stored.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        wanted = min(len(view), self.stored.size - self.position)
+        if wanted <= 0:
+            return 0
+        offset = self.position - self._window_start
+        if not (offset >= 0 and offset + wanted <= len(self._window)):
+            end = min(self.stored.size, self.position + max(wanted, READ_AHEAD)) - 1
+            with self.api.media(str(self.stored.remote_id), self.position, end) as response:
+                self._window = response.content
+            self._window_start = self.position
+            offset = 0
+        view[:wanted] = self._window[offset : offset + wanted]
+        self.position += wanted
+        return wanted
+
+    def readall(self) -> bytes:
+        return self.read(self.stored.size - self.position)
+
+
+class DriveFiles:
+    """The library's files in a Google Drive folder (``LibraryFiles``)."""
+
+    def __init__(self, api: DriveApi, folder_id: str, cache: MapCache, data_dir: Path) -> None:
+        self.api = api
+        self.folder_id = folder_id
+        self.cache = cache
+        self.copies = data_dir / "drive" / "copies"
+        self._lock = threading.Lock()
+        self._map: DriveMap | None = None
+        self._nodes: dict[str, DriveNode] = {}
+        self._paths: dict[str, DriveNode] = {}
+        self._folded: dict[str, DriveNode] = {}
+        self._loaded = threading.Event()
+        self._wake = threading.Event()
+        self._closing = threading.Event()
+        self._last_poll = 0.0
+        self._thread: threading.Thread | None = None
+        self.load_error: str | None = None
+        self.on_change: Callable[[], None] | None = None
+        """Called (on the map's thread) after a poll found files under the folder changed."""
+
+    # The map
+
+    @property
+    def generation(self) -> str:
+        current = self._map
+        return current.generation if current is not None else "drive:loading"
+
+    def start(self) -> None:
+        """Load the map (from the cache, else by listing the Drive) and keep it fresh, in a thread."""
+        self._thread = threading.Thread(target=self._run, name="drive-map", daemon=True)
+        self._thread.start()
+
+    def wait_loaded(self, timeout: float = FIRST_LOAD_WAIT) -> bool:
+        return self._loaded.wait(timeout)
+
+    def _run(self) -> None:
+        while not self._closing.is_set() and not self._loaded.is_set():
+            try:
+                self.load()
+            except StorageError as exc:
+                self.load_error = str(exc)
+                log.warning("Google Drive: the folder could not be listed (%s); trying again in 30 s", exc)
+                self._closing.wait(POLL_SECONDS)
+        while not self._closing.is_set():
+            self._wake.wait(POLL_SECONDS)
+            self._wake.clear()
+            early = self._last_poll + MISS_POLL_SECONDS - time.monotonic()
+            if early > 0:  # asked again right after a poll: once more, a little later
+                self._closing.wait(early)
+            if self._closing.is_set():
+                return
+            try:
+                touched = self.poll()
+            except StorageError as exc:
+                log.warning("Google Drive: the changes feed could not be read: %s", exc)
+                continue
+            if touched and self.on_change is not None:
+                self.on_change()
+
+    def load(self) -> None:
+        """The map from the cache when it is this folder's, else from a full listing.
+
+        Raises:
+            StorageError: Drive could not be listed.
+        """
+        cached = self.cache.load()
+        if cached is not None:
+            try:
+                found = msgspec.msgpack.decode(cached, type=DriveMap)
+            except msgspec.DecodeError:
+                found = None
+            if found is not None and found.folder_id == self.folder_id:
+                self._install(found)
+                log.info("Google Drive: path map of %d files read from the cache", len(self._paths))
+                self.poll()
+                return
+        started = time.perf_counter()
+        token = self.api.start_token()  # before the listing: a change made meanwhile is read next poll
+        nodes = [node for item in self.api.list_all() if (node := _node(item)) is not None]
+        self._install(DriveMap(folder_id=self.folder_id, token=token, generation=f"drive:{token}", nodes=nodes))
+        self._save()
+        log.info(
+            "Google Drive: %d files under folder %s mapped in %.1f s",
+            len(self._paths),
+            self.folder_id,
+            time.perf_counter() - started,
+        )
+
+    def poll(self) -> bool:
+        """Apply the changes since the last poll; whether any touched the library folder.
+
+        Raises:
+            StorageError: Drive did not answer.
+        """
+        current = self._map
+        if current is None:
+            return False
+        self._last_poll = time.monotonic()
+        changes, token = self.api.changes(current.token)
+        if not changes and token == current.token:
+            return False
+        nodes = dict(self._nodes)
+        before = self._paths
+        for change in changes:
+            file_id = str(change.get("fileId", ""))
+            node = None if change.get("removed") else _node(change.get("file") or {})
+            if node is None:
+                nodes.pop(file_id, None)
+            else:
+                nodes[node.id] = node
+        candidate = DriveMap(
+            folder_id=self.folder_id, token=token, generation=current.generation, nodes=list(nodes.values())
+        )
+        paths = _paths(nodes, self.folder_id)
+        touched = paths != before
+        if touched:
+            candidate.generation = f"drive:{token}"
+            log.info("Google Drive: %d changes applied, %d files under the folder", len(changes), len(paths))
+        self._install(candidate, paths=paths)
+        self._save()
+        return touched
+
+    def _install(self, found: DriveMap, *, paths: dict[str, DriveNode] | None = None) -> None:
+        nodes = {node.id: node for node in found.nodes}
+        paths = paths if paths is not None else _paths(nodes, self.folder_id)
+        folded = {unicodedata.normalize("NFC", path): node for path, node in paths.items()}
+        with self._lock:
+            self._nodes, self._paths, self._folded, self._map = nodes, paths, folded, found
+        self._loaded.set()
+
+    def _save(self) -> None:
+        current = self._map
+        if current is not None:
+            self.cache.save(msgspec.msgpack.encode(current))
+
+    # LibraryFiles
+
+    def stat(self, relative: str) -> StoredFile | None:
+        if not is_safe_relative(relative):
+            return None
+        if not self._loaded.is_set():
+            self._loaded.wait(FIRST_LOAD_WAIT)
+        node = self._paths.get(relative) or self._folded.get(unicodedata.normalize("NFC", relative))
+        if node is None:
+            return None
+        return StoredFile(relative=relative, size=node.size, mtime_ns=node.mtime_ns, remote_id=node.id)
+
+    def read_chunks(self, stored: StoredFile, start: int, length: int) -> AbstractContextManager[Iterator[bytes]]:
+        return _DriveChunks(self.api, stored, start, length)
+
+    def open(self, stored: StoredFile) -> BinaryIO:
+        return io.BufferedReader(DriveReader(self.api, stored), buffer_size=READ_AHEAD)
+
+    def local_copy(self, stored: StoredFile, *, keep: bool) -> Path:
+        suffix = Path(stored.relative).suffix
+        kept = self.copies / f"{stored.remote_id}-{stored.version}{suffix}"
+        if keep and kept.is_file():
+            return kept
+        self.copies.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=self.copies, prefix=".", suffix=suffix)
+        try:
+            with os.fdopen(handle, "wb") as out, self.read_chunks(stored, 0, stored.size) as chunks:
+                for chunk in chunks:
+                    out.write(chunk)
+            if not keep:
+                return Path(temporary)
+            for older in self.copies.glob(f"{stored.remote_id}-*"):
+                older.unlink(missing_ok=True)
+            Path(temporary).replace(kept)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return kept
+
+    def request_refresh(self) -> None:
+        self._wake.set()
+
+    def close(self) -> None:
+        self._closing.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.api.close()
+
+
+def _paths(nodes: Mapping[str, DriveNode], root: str) -> dict[str, DriveNode]:
+    """Every file under the folder ``root`` by its path there; of two with one path, the newest."""
+    folders: dict[str, str | None] = {root: ""}
+
+    def folder_path(folder_id: str) -> str | None:
+        trail: list[str] = []
+        current = folder_id
+        while current not in folders:
+            node = nodes.get(current)
+            if node is None or not node.is_folder or len(trail) > 64:
+                for seen in [folder_id, *trail]:
+                    folders.setdefault(seen, None)
+                return None
+            trail.append(current)
+            current = node.parent
+        base = folders[current]
+        for folder in reversed(trail):
+            base = None if base is None else f"{base}{nodes[folder].name}/"
+            folders[folder] = base
+        return folders[folder_id]
+
+    paths: dict[str, DriveNode] = {}
+    for node in nodes.values():
+        if node.is_folder:
+            continue
+        parent = folder_path(node.parent)
+        if parent is None:
+            continue
+        path = parent + node.name
+        if path not in paths or paths[path].mtime_ns < node.mtime_ns:
+            paths[path] = node
+    return paths
