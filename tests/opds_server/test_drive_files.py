@@ -15,9 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
+from opds_server.calibre.database import CalibreDatabase
+from opds_server.calibre.snapshot import Library
+from opds_server.db.document_keys import DocumentKeyStore
+from opds_server.koreader.keys import DocumentKeyIndexer
+from opds_server.koreader.spine import read_spine
 from opds_server.storage.drive import DriveApi, DriveFiles, FileMapCache
 from opds_server.storage.files import LocalFiles, StorageError, StoredFile
+from opds_server.storage.kepub import KepubStore
 from sync.koreader.keys import partial_md5
 from tests.conftest import FIXTURE_LIBRARY
 from tests.drive_emulator import DriveEmulator
@@ -239,3 +246,65 @@ def test_an_expired_token_is_refreshed_on_its_own(drive: DriveFiles, emulator: D
     emulator.expire_tokens()
     assert len(_bytes(drive, stored, 0, 32)) == 32
     assert emulator.tokens_issued == issued + 1
+
+
+@pytest.fixture
+def drive_library(drive: DriveFiles, library: Path, tmp_path: Path) -> Iterator[Library]:
+    """The fixture library's metadata.db on local disk, its files in Drive, indexed."""
+    folder = tmp_path / "library"
+    folder.mkdir()
+    shutil.copyfile(FIXTURE_LIBRARY / "metadata.db", folder / "metadata.db")
+    served = Library(CalibreDatabase(folder, files=drive), tmp_path / "index" / "index.sqlite3")
+    served.snapshot()
+    yield served
+    served.close()
+
+
+def test_the_index_offers_the_books_drive_has(drive_library: Library, library: Path) -> None:
+    on_disk = Library(CalibreDatabase(FIXTURE_LIBRARY), library.parent / "disk-index.sqlite3")
+    try:
+        assert drive_library.snapshot().book_count == on_disk.snapshot().book_count > 20
+    finally:
+        on_disk.close()
+
+
+def test_koreader_keys_of_drive_files_are_the_partial_md5_of_their_bytes(
+    drive_library: Library, engine: Engine, library: Path, tmp_path: Path
+) -> None:
+    store = DocumentKeyStore(engine)
+    indexer = DocumentKeyIndexer(drive_library, store, tmp_path / "kepub")
+    assert indexer.refresh() > 20
+    relative = _first_epub(library)
+    key = partial_md5(io.BytesIO((library / relative).read_bytes()))
+    (book_id,) = indexer.book_ids_for(key)
+    assert f"({book_id})" in relative
+    assert indexer.refresh() == 0  # nothing changed: nothing read from Drive again
+
+
+def test_a_kepub_is_made_from_a_drive_epub_as_from_the_same_file_on_disk(
+    drive: DriveFiles, library: Path, tmp_path: Path
+) -> None:
+    relative = _first_epub(library)
+    stored = drive.stat(relative)
+    assert stored is not None
+    from_drive = KepubStore(tmp_path / "from-drive").read_stored(1, stored, drive)
+    from_disk = KepubStore(tmp_path / "from-disk").read_kepub(1, library / relative)
+    assert from_drive is not None
+    assert from_disk is not None
+    with zipfile.ZipFile(from_drive) as made, zipfile.ZipFile(from_disk) as expected:
+        assert made.namelist() == expected.namelist()
+        assert all(made.read(name) == expected.read(name) for name in made.namelist())
+    assert list(drive.copies.glob(".*")) == []  # the downloaded EPUB was removed
+
+
+def test_a_spine_is_read_from_drive_by_ranges(drive: DriveFiles, library: Path) -> None:
+    relative = _first_epub(library)
+    stored = drive.stat(relative)
+    assert stored is not None
+    spine = read_spine(drive, stored)
+    local = LocalFiles(library)
+    on_disk = local.stat(relative)
+    assert on_disk is not None
+    expected = read_spine(local, on_disk)
+    assert spine is not None
+    assert spine == expected

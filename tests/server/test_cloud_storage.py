@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from PIL import Image
 from tests.conftest import ROOT, LiveServer, start_server, stop_server
 from tests.drive_emulator import DriveEmulator
 from tests.s3_server import S3Server, s3_client, s3_settings
+from tests.server.api_client import add_user, login
+from tests.server.kobo_device import Kobo, items_of
 from tests.server.test_conformance import CRAWL_BUDGET
 
 THUMBNAIL_WIDTH = 300
@@ -266,3 +269,44 @@ def test_a_cover_changed_by_calibre_reaches_s3_under_a_new_key(cloud: Cloud) -> 
     assert after != before, "the new cover never reached S3"
     assert httpx.get(after).content == buffer.getvalue()
     assert httpx.get(before).status_code == 404  # the old version's objects are deleted
+
+
+def test_a_kobo_syncs_and_downloads_kepubs_made_from_drive_epubs(
+    fixture_library: Path, tmp_path: Path, s3_server: S3Server
+) -> None:
+    books = tmp_path / "drive" / "Calibre Library"
+    shutil.copytree(fixture_library, books, ignore=shutil.ignore_patterns("metadata.db*", ".calnotes"))
+    local = tmp_path / "library"
+    local.mkdir()
+    shutil.copyfile(fixture_library / "metadata.db", local / "metadata.db")
+    with DriveEmulator(books) as drive:
+        env = {
+            **_cloud_env(drive, s3_server, s3_server.create_bucket(), tmp_path),
+            "OPDS_DATA_DIR": str(tmp_path / "data"),
+        }
+        add_user(env, "ada")
+        server = start_server(local, tmp_path / "data", tmp_path / "server.log", env)
+        try:
+            with server.client() as http:
+                token = login(http, "ada").access_token
+                created = http.post(
+                    "/api/kobo/devices", json={"label": "Libra"}, headers={"Authorization": f"Bearer {token}"}
+                )
+            assert created.status_code == 201, created.text
+            kobo = Kobo(server.url, created.json()["api_endpoint"].rpartition("/")[2])
+            pages = kobo.sync()
+            entitlements = items_of(pages, "NewEntitlement")
+            with_epub = {p.parent.name for p in books.glob("*/*/*.epub")}
+            assert len(entitlements) == len(with_epub) > 10
+            kepubs = 0
+            for entitlement in entitlements:
+                (download,) = entitlement["BookMetadata"]["DownloadUrls"]
+                answer = httpx.get(download["Url"], timeout=30)
+                assert answer.status_code == 200, answer.text
+                assert answer.content[:2] == b"PK"
+                with zipfile.ZipFile(io.BytesIO(answer.content)) as epub:
+                    text = b"".join(epub.read(n) for n in epub.namelist() if n.endswith((".xhtml", ".html")))
+                kepubs += b"koboSpan" in text
+            assert kepubs > 5
+        finally:
+            stop_server(server)
