@@ -10,7 +10,8 @@ building, which cost three times as much as everything else on a cached feed.
 
 Covers, thumbnails and book files are kept the same way, as the file that was sent: the next
 identical request gets it by ``pathsend`` (or the byte range it asks for, read in one go) after one
-``stat`` shows the file unchanged.
+``stat`` shows the file unchanged. Book files streamed from Google Drive are not local files, and
+go to the application every time.
 
 What makes two requests identical is everything the response can depend on: the path and raw
 query string, the scheme, ``Host`` and root path (links are absolute unless ``OPDS_BASE_URL`` is
@@ -139,6 +140,11 @@ class FastPathMiddleware:
             await self.app(scope, receive, send)
             return
         services = http["app"].state.services
+        if not services.files_are_local and http["path"].startswith("/download/"):
+            # A book streamed from Drive is never a file to keep, and a first ranged request must
+            # not fetch the whole book to keep it: the application streams what is asked for.
+            await self.app(scope, receive, send)
+            return
         try:
             snapshot = services.library.current()
         except AppError:

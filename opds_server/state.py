@@ -72,6 +72,7 @@ class Services:
         self.settings = settings
         self.drive = _drive_files(settings)
         self.files: LibraryFiles = self.drive or LocalFiles(settings.library)
+        self.files_are_local = self.drive is None
         self.library = Library(
             CalibreDatabase(settings.library, files=self.files), index_path(settings.data_dir, settings.library)
         )

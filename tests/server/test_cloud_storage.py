@@ -27,7 +27,7 @@ from PIL import Image
 from tests.conftest import ROOT, LiveServer, start_server, stop_server
 from tests.drive_emulator import DriveEmulator
 from tests.s3_server import S3Server, s3_client, s3_settings
-from tests.server.api_client import add_user, login
+from tests.server.api_client import PASSWORDS, add_user, login
 from tests.server.kobo_device import Kobo, items_of
 from tests.server.test_conformance import CRAWL_BUDGET
 
@@ -119,8 +119,17 @@ def test_ranged_and_resumed_downloads_return_the_exact_bytes(cloud: Cloud) -> No
     book_id, book_format, path = max(_files(cloud.books), key=lambda f: f[2].stat().st_size)
     data = path.read_bytes()
     url = f"/download/{book_id}/{book_id}.{book_format.lower()}"
+    file_id = cloud.drive.file_id(path.relative_to(cloud.books).as_posix())
+
+    def fetched() -> list[str | None]:
+        """The ranges asked of Drive for this book (the server reads other files in the background)."""
+        return [r.range for r in cloud.drive.requests if r.query.get("alt") == "media" and file_id in r.path]
+
     with cloud.server.client() as client:
+        cloud.drive.clear_log()
         first = client.get(url, headers={"Range": "bytes=0-999"})
+        # Only the range asked for is fetched from Drive, never the whole book first.
+        assert fetched() == ["bytes=0-999"]
         assert first.status_code == 206
         assert first.headers["content-range"] == f"bytes 0-999/{len(data)}"
         assert first.content == data[:1000]
@@ -129,9 +138,7 @@ def test_ranged_and_resumed_downloads_return_the_exact_bytes(cloud: Cloud) -> No
         rest = client.get(url, headers={"Range": "bytes=1000-", "If-Range": etag})
         assert rest.status_code == 206
         assert first.content + rest.content == data
-        assert [r.range for r in cloud.drive.requests if r.query.get("alt") == "media"] == [
-            f"bytes=1000-{len(data) - 1}"
-        ]
+        assert fetched() == [f"bytes=1000-{len(data) - 1}"]
         suffix = client.get(url, headers={"Range": "bytes=-100"})
         assert (suffix.status_code, suffix.content) == (206, data[-100:])
         stale = client.get(url, headers={"Range": "bytes=0-9", "If-Range": '"another-version"'})
@@ -308,5 +315,15 @@ def test_a_kobo_syncs_and_downloads_kepubs_made_from_drive_epubs(
                     text = b"".join(epub.read(n) for n in epub.namelist() if n.endswith((".xhtml", ".html")))
                 kepubs += b"koboSpan" in text
             assert kepubs > 5
+            # A logged-in reader's first ranged request fetches only that range from Drive.
+            epub = max(books.glob("*/*/*.epub"), key=lambda p: p.stat().st_size)
+            book_id = int(epub.parent.name.rpartition("(")[2].rstrip(")"))
+            file_id = drive.file_id(epub.relative_to(books).as_posix())
+            drive.clear_log()
+            with server.client(auth=("ada", PASSWORDS["ada"])) as http:
+                part = http.get(f"/download/{book_id}/{book_id}.epub", headers={"Range": "bytes=0-99"})
+            assert (part.status_code, part.content) == (206, epub.read_bytes()[:100])
+            asked = [r.range for r in drive.requests if r.query.get("alt") == "media" and file_id in r.path]
+            assert asked == ["bytes=0-99"]
         finally:
             stop_server(server)
