@@ -233,7 +233,7 @@ def settings_table() -> str:
         default = defaults[field]
         shown = f"`{str(default).lower()}`" if isinstance(default, bool) else "see meaning"
         if isinstance(default, int | str) and not isinstance(default, bool):
-            shown = f"`{default}`"
+            shown = f"`{default}`" if default != "" else "empty"
         meaning = " ".join(str(following.value.value).split())
         rows.append(f"| `{_FIELD_TO_ENV[field]}` | {shown} | {meaning} |")
     return "\n".join(rows) + "\n"

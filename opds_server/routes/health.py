@@ -1,9 +1,11 @@
 """``/health``: whether the pieces the server needs answer, checked now, not remembered.
 
 ``calibre``: metadata.db can be read; ``database``: the user database answers; ``cache``: the store
-(Redis, or the in-process one) answers. Without Calibre nothing can be served (``unhealthy``, 503);
-without the user database or the cache the catalogue still works for anonymous browsing and cached
-logins, so the server is ``degraded`` but answers 200.
+(Redis, or the in-process one) answers; ``storage``: the library's files can be found (always, on
+local disk; with Google Drive, once the path map is loaded). Without Calibre nothing can be served
+(``unhealthy``, 503); without the user database or the cache the catalogue still works for
+anonymous browsing and cached logins, and without the storage's map it lists no book yet, so the
+server is ``degraded`` but answers 200.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Health(msgspec.Struct, frozen=True, kw_only=True):
     cache: bool
     database: bool
     calibre: bool
+    storage: bool
 
 
 def _calibre_answers(services: Services) -> bool:
@@ -61,12 +64,13 @@ async def health(services: Services) -> Response[bytes]:
     calibre = await anyio.to_thread.run_sync(_calibre_answers, services)
     database = await anyio.to_thread.run_sync(_database_answers, services)
     cache = await _cache_answers(services)
+    storage = services.drive is None or services.drive.is_loaded
     status: Literal["healthy", "degraded", "unhealthy"] = "healthy"
     if not calibre:
         status = "unhealthy"
-    elif not (database and cache):
+    elif not (database and cache and storage):
         status = "degraded"
-    report = Health(status=status, cache=cache, database=database, calibre=calibre)
+    report = Health(status=status, cache=cache, database=database, calibre=calibre, storage=storage)
     return Response(
         content=msgspec.json.encode(report),
         status_code=503 if status == "unhealthy" else 200,

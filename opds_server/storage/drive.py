@@ -63,7 +63,10 @@ MISS_POLL_SECONDS = 5.0
 """A missing file, or Calibre's write, makes the changes feed be read at once, but not more often than this."""
 READ_AHEAD = 64 * 1024
 """The least a seekable reader fetches at a time (zip directories and partial MD5s read small bits)."""
-FIRST_LOAD_WAIT = 60.0
+FIRST_LOAD_WAIT = 20.0
+"""For this long after start-up, a lookup waits for the first map (read from the cache in a second;
+a first listing of a large library takes minutes): past it, lookups answer at once, books appearing
+as the map arrives, so a health check or a feed never hangs on Drive."""
 
 
 class DriveNode(msgspec.Struct, frozen=True, array_like=True):
@@ -389,11 +392,14 @@ class DriveFiles:
         self._paths: dict[str, DriveNode] = {}
         self._folded: dict[str, DriveNode] = {}
         self._loaded = threading.Event()
+        self._tried = threading.Event()
+        """Set once the first load has succeeded or failed: lookups stop waiting for it."""
         self._wake = threading.Event()
         self._closing = threading.Event()
         self._last_poll = 0.0
         self._thread: threading.Thread | None = None
         self.load_error: str | None = None
+        self._wait_until = 0.0
         self.on_change: Callable[[], None] | None = None
         """Called (on the map's thread) after a poll found files under the folder changed."""
 
@@ -406,11 +412,14 @@ class DriveFiles:
 
     def start(self) -> None:
         """Load the map (from the cache, else by listing the Drive) and keep it fresh, in a thread."""
+        self._wait_until = time.monotonic() + FIRST_LOAD_WAIT
         self._thread = threading.Thread(target=self._run, name="drive-map", daemon=True)
         self._thread.start()
 
-    def wait_loaded(self, timeout: float = FIRST_LOAD_WAIT) -> bool:
-        return self._loaded.wait(timeout)
+    @property
+    def is_loaded(self) -> bool:
+        """Whether the path map is there (read from the cache or listed)."""
+        return self._loaded.is_set()
 
     def _run(self) -> None:
         while not self._closing.is_set() and not self._loaded.is_set():
@@ -418,6 +427,7 @@ class DriveFiles:
                 self.load()
             except StorageError as exc:
                 self.load_error = str(exc)
+                self._tried.set()  # Drive is down: lookups stop waiting for it
                 log.warning("Google Drive: the folder could not be listed (%s); trying again in 30 s", exc)
                 self._closing.wait(POLL_SECONDS)
         while not self._closing.is_set():
@@ -506,6 +516,7 @@ class DriveFiles:
         with self._lock:
             self._nodes, self._paths, self._folded, self._map = nodes, paths, folded, found
         self._loaded.set()
+        self._tried.set()
 
     def _save(self) -> None:
         current = self._map
@@ -518,7 +529,7 @@ class DriveFiles:
         if not is_safe_relative(relative):
             return None
         if not self._loaded.is_set():
-            self._loaded.wait(FIRST_LOAD_WAIT)
+            self._tried.wait(max(0.0, self._wait_until - time.monotonic()))
         node = self._paths.get(relative) or self._folded.get(unicodedata.normalize("NFC", relative))
         if node is None:
             return None

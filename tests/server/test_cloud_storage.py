@@ -316,14 +316,44 @@ def test_a_kobo_syncs_and_downloads_kepubs_made_from_drive_epubs(
                 kepubs += b"koboSpan" in text
             assert kepubs > 5
             # A logged-in reader's first ranged request fetches only that range from Drive.
-            epub = max(books.glob("*/*/*.epub"), key=lambda p: p.stat().st_size)
-            book_id = int(epub.parent.name.rpartition("(")[2].rstrip(")"))
-            file_id = drive.file_id(epub.relative_to(books).as_posix())
+            largest = max(books.glob("*/*/*.epub"), key=lambda p: p.stat().st_size)
+            book_id = int(largest.parent.name.rpartition("(")[2].rstrip(")"))
+            file_id = drive.file_id(largest.relative_to(books).as_posix())
             drive.clear_log()
             with server.client(auth=("ada", PASSWORDS["ada"])) as http:
                 part = http.get(f"/download/{book_id}/{book_id}.epub", headers={"Range": "bytes=0-99"})
-            assert (part.status_code, part.content) == (206, epub.read_bytes()[:100])
+            assert (part.status_code, part.content) == (206, largest.read_bytes()[:100])
             asked = [r.range for r in drive.requests if r.query.get("alt") == "media" and file_id in r.path]
             assert asked == ["bytes=0-99"]
         finally:
             stop_server(server)
+
+
+def test_drive_down_at_start_up_is_a_degraded_server_that_still_answers(fixture_library: Path, tmp_path: Path) -> None:
+    local = tmp_path / "library"
+    local.mkdir()
+    shutil.copyfile(fixture_library / "metadata.db", local / "metadata.db")
+    with DriveEmulator(tmp_path) as drive:
+        credentials = drive.write_credentials(tmp_path / "service-account.json")
+        env = {
+            "GOOGLE_DRIVE_CREDENTIALS": str(credentials),
+            "GOOGLE_DRIVE_FOLDER_ID": drive.folder_id,
+            "GOOGLE_DRIVE_API_URL": "http://127.0.0.1:9/drive/v3",  # nothing listens there
+        }
+        server = start_server(local, tmp_path / "data", tmp_path / "server.log", env)
+    try:
+        with server.client() as client:
+            deadline = time.monotonic() + 20
+            health = client.get("/health").json()
+            while health["storage"] is not False and time.monotonic() < deadline:
+                time.sleep(0.2)
+                health = client.get("/health").json()
+            assert health == {"status": "degraded", "cache": True, "database": True, "calibre": True, "storage": False}
+            feed = client.get("/opds/books")
+            assert feed.status_code == 200
+            assert b"<entry>" not in feed.content  # no book is offered while their files cannot be found
+            download = client.get("/download/1/1.epub")
+            assert download.status_code == 404
+    finally:
+        stop_server(server)
+    assert "Google Drive: the folder could not be listed" in (tmp_path / "server.log").read_text(errors="replace")
