@@ -292,6 +292,8 @@ def test_a_kobo_syncs_and_downloads_kepubs_made_from_drive_epubs(
             "OPDS_DATA_DIR": str(tmp_path / "data"),
         }
         add_user(env, "ada")
+        pushed = push_covers(local, tmp_path / "data", env)
+        assert pushed.returncode == 0, pushed.stderr
         server = start_server(local, tmp_path / "data", tmp_path / "server.log", env)
         try:
             with server.client() as http:
@@ -315,6 +317,16 @@ def test_a_kobo_syncs_and_downloads_kepubs_made_from_drive_epubs(
                     text = b"".join(epub.read(n) for n in epub.namelist() if n.endswith((".xhtml", ".html")))
                 kepubs += b"koboSpan" in text
             assert kepubs > 5
+            # Covers at the size a Kobo asks for: the rendition of S3 made for that height (spec 5.10).
+            image_id = entitlements[0]["BookMetadata"]["CoverImageId"]
+            for height, name, box in ((1680, "kobo-large.jpg", (1440, 1920)), (355, "kobo-small.jpg", (334, 500))):
+                cover = kobo.call("GET", f"/v1/books/{image_id}/thumbnail/{height * 3 // 4}/{height}/false/image.jpg")
+                assert cover.status_code == 302, cover.text
+                assert f"/{name}?" in cover.headers["location"]
+                image = Image.open(io.BytesIO(httpx.get(cover.headers["location"]).content))
+                assert image.width <= box[0]
+                assert image.height <= box[1]
+                assert max(image.width / box[0], image.height / box[1]) > 0.99  # fitted to the box
             # A logged-in reader's first ranged request fetches only that range from Drive.
             largest = max(books.glob("*/*/*.epub"), key=lambda p: p.stat().st_size)
             book_id = int(largest.parent.name.rpartition("(")[2].rstrip(")"))
