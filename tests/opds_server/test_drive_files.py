@@ -69,6 +69,14 @@ def drive(emulator: DriveEmulator, tmp_path: Path) -> Iterator[DriveFiles]:
     files.close()
 
 
+def _largest_epub(drive: DriveFiles, library: Path) -> tuple[str, StoredFile]:
+    """The largest EPUB's path and how Drive has it."""
+    relative = _first_epub(library)
+    stored = drive.stat(relative)
+    assert stored is not None
+    return relative, stored
+
+
 def _bytes(files: DriveFiles, stored: StoredFile, start: int, length: int) -> bytes:
     with files.read_chunks(stored, start, length) as chunks:
         return b"".join(chunks)
@@ -114,9 +122,7 @@ def test_a_range_goes_to_drive_as_a_range_and_comes_back_exact(
 def test_zip_members_and_koreader_keys_are_read_by_ranges_not_whole_files(
     drive: DriveFiles, emulator: DriveEmulator, library: Path
 ) -> None:
-    relative = _first_epub(library)
-    stored = drive.stat(relative)
-    assert stored is not None
+    relative, stored = _largest_epub(drive, library)
     emulator.clear_log()
     with drive.open(stored) as handle, zipfile.ZipFile(handle) as remote:
         names = remote.namelist()
@@ -284,9 +290,7 @@ def test_koreader_keys_of_drive_files_are_the_partial_md5_of_their_bytes(
 def test_a_kepub_is_made_from_a_drive_epub_as_from_the_same_file_on_disk(
     drive: DriveFiles, library: Path, tmp_path: Path
 ) -> None:
-    relative = _first_epub(library)
-    stored = drive.stat(relative)
-    assert stored is not None
+    relative, stored = _largest_epub(drive, library)
     from_drive = KepubStore(tmp_path / "from-drive").read_stored(1, stored, drive)
     from_disk = KepubStore(tmp_path / "from-disk").read_kepub(1, library / relative)
     assert from_drive is not None
@@ -298,9 +302,7 @@ def test_a_kepub_is_made_from_a_drive_epub_as_from_the_same_file_on_disk(
 
 
 def test_a_spine_is_read_from_drive_by_ranges(drive: DriveFiles, library: Path) -> None:
-    relative = _first_epub(library)
-    stored = drive.stat(relative)
-    assert stored is not None
+    relative, stored = _largest_epub(drive, library)
     spine = read_spine(drive, stored)
     local = LocalFiles(library)
     on_disk = local.stat(relative)

@@ -54,6 +54,17 @@ def _cloud_env(drive: DriveEmulator, s3: S3Server, bucket: str, workdir: Path) -
     }
 
 
+def split_library(fixture_library: Path, workdir: Path) -> tuple[Path, Path]:
+    """The library as a Drive user has it: the book folders for Drive, and a local folder holding
+    only ``metadata.db``; (Drive's content, the library folder to serve)."""
+    books = workdir / "drive" / "Calibre Library"
+    shutil.copytree(fixture_library, books, ignore=shutil.ignore_patterns("metadata.db*", ".calnotes"))
+    local = workdir / "library"
+    local.mkdir()
+    shutil.copyfile(fixture_library / "metadata.db", local / "metadata.db")
+    return books, local
+
+
 def push_covers(library: Path, data_dir: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "opds_server", "covers", "push", "--library", str(library)],
@@ -69,11 +80,7 @@ def push_covers(library: Path, data_dir: Path, env: dict[str, str]) -> subproces
 @pytest.fixture(scope="module")
 def cloud(fixture_library: Path, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     workdir = tmp_path_factory.mktemp("cloud")
-    books = workdir / "drive" / "Calibre Library"
-    shutil.copytree(fixture_library, books, ignore=shutil.ignore_patterns("metadata.db*", ".calnotes"))
-    local = workdir / "library"
-    local.mkdir()
-    shutil.copyfile(fixture_library / "metadata.db", local / "metadata.db")
+    books, local = split_library(fixture_library, workdir)
     with DriveEmulator(books) as drive:
         bucket = s3_server.create_bucket()
         env = _cloud_env(drive, s3_server, bucket, workdir)
@@ -233,11 +240,7 @@ def test_catalogue_crawl_from_drive_and_s3_has_no_failures(
 def test_covers_come_from_disk_while_s3_is_unreachable(
     fixture_library: Path, tmp_path: Path, s3_server: S3Server
 ) -> None:
-    books = tmp_path / "drive" / "Calibre Library"
-    shutil.copytree(fixture_library, books, ignore=shutil.ignore_patterns("metadata.db*", ".calnotes"))
-    local = tmp_path / "library"
-    local.mkdir()
-    shutil.copyfile(fixture_library / "metadata.db", local / "metadata.db")
+    books, local = split_library(fixture_library, tmp_path)
     with DriveEmulator(books) as drive:
         env = _cloud_env(drive, s3_server, "no-such-bucket-here", tmp_path)
         env["S3_ENDPOINT_URL"] = "http://127.0.0.1:9"  # the discard port: nothing listens
@@ -281,11 +284,7 @@ def test_a_cover_changed_by_calibre_reaches_s3_under_a_new_key(cloud: Cloud) -> 
 def test_a_kobo_syncs_and_downloads_kepubs_made_from_drive_epubs(
     fixture_library: Path, tmp_path: Path, s3_server: S3Server
 ) -> None:
-    books = tmp_path / "drive" / "Calibre Library"
-    shutil.copytree(fixture_library, books, ignore=shutil.ignore_patterns("metadata.db*", ".calnotes"))
-    local = tmp_path / "library"
-    local.mkdir()
-    shutil.copyfile(fixture_library / "metadata.db", local / "metadata.db")
+    books, local = split_library(fixture_library, tmp_path)
     with DriveEmulator(books) as drive:
         env = {
             **_cloud_env(drive, s3_server, s3_server.create_bucket(), tmp_path),
