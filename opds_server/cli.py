@@ -15,7 +15,7 @@ from pathlib import Path
 import msgspec
 
 from opds_server.account_commands import AccountCommandError, add_account_commands
-from opds_server.config import DEMO_FOLDER, Settings, SettingsError, settings_from_env
+from opds_server.config import DEMO_FOLDER, DRIVE_FOLDER, Settings, SettingsError, settings_from_env
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -27,14 +27,48 @@ class CommandError(Exception):
 
 
 def resolve_library(settings: Settings, home: Path) -> tuple[Path, bool]:
-    """The library to serve and whether it is the demo: --library / OPDS_LIBRARY, then
-    ``~/Calibre Library`` when it exists, else the demo library in the data dir (built if missing)."""
+    """The library to serve and whether it is the demo: --library / OPDS_LIBRARY, then the copy of
+    Google Drive's ``metadata.db`` when Drive is set, then ``~/Calibre Library`` when it exists, else
+    the demo library in the data dir (built if missing)."""
     if settings.library is not None:
         return settings.library.expanduser(), False
+    if settings.google_drive_folder_id is not None:
+        return settings.data_dir / DRIVE_FOLDER, False
     personal = home / "Calibre Library"
     if (personal / "metadata.db").is_file():
         return personal, False
     return settings.data_dir / DEMO_FOLDER, True
+
+
+def fetch_drive_library(settings: Settings, library: Path) -> None:
+    """With Google Drive and no library folder given, fetch the Drive folder's ``metadata.db`` into
+    the data dir (the server keeps it fresh from then on)."""
+    if settings.library is not None or library != settings.data_dir / DRIVE_FOLDER:
+        return
+    assert settings.google_drive_credentials is not None
+    assert settings.google_drive_folder_id is not None
+    from opds_server.storage.drive import DriveApi, find_metadata, mirror_metadata  # noqa: PLC0415
+    from opds_server.storage.files import StorageError  # noqa: PLC0415
+
+    try:
+        api = DriveApi(settings.google_drive_credentials, settings.google_drive_api_url)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    try:
+        node = find_metadata(api, settings.google_drive_folder_id)
+        if node is None:
+            raise CommandError(
+                f"Google Drive folder {settings.google_drive_folder_id} has no metadata.db: share the Calibre"
+                " library's folder itself with the service account, or set --library to a local copy"
+            )
+        if mirror_metadata(api, node, library / "metadata.db"):
+            print(f"metadata.db fetched from Google Drive into {library}", flush=True)
+    except StorageError as exc:
+        if not (library / "metadata.db").is_file():
+            raise CommandError(f"metadata.db could not be fetched from Google Drive: {exc}") from exc
+        print(f"Google Drive did not answer ({exc}); serving the copy of metadata.db fetched before", flush=True)
+    finally:
+        api.close()
 
 
 def _serve(arguments: argparse.Namespace) -> None:
@@ -45,6 +79,7 @@ def _serve(arguments: argparse.Namespace) -> None:
 
         write_demo_library(library)
         print(f"No Calibre library given and none at ~/Calibre Library: built a demo library in {library}")
+    fetch_drive_library(settings, library)
     if not (library / "metadata.db").is_file():
         raise CommandError(f"library not found: {library} has no metadata.db (set --library or OPDS_LIBRARY)")
     os.environ["OPDS_LIBRARY"] = str(library)
@@ -73,6 +108,7 @@ def _covers_push(arguments: argparse.Namespace) -> None:
     """Upload the covers and thumbnails that changed to S3 (INTERFACE.md: ``covers push``)."""
     settings = settings_from_env(os.environ, {"library": arguments.library})
     library, _is_demo = resolve_library(settings, Path.home())
+    fetch_drive_library(settings, library)
     if not (library / "metadata.db").is_file():
         raise CommandError(f"library not found: {library} has no metadata.db (set --library or OPDS_LIBRARY)")
     if settings.s3_bucket is None:

@@ -16,6 +16,8 @@ from typing import Annotated
 import msgspec
 
 DEMO_FOLDER = "demo-library"
+DRIVE_FOLDER = "drive-library"
+"""Where, with Google Drive and no library folder given, the Drive folder's metadata.db is kept."""
 
 
 class SettingsError(ValueError):
@@ -33,8 +35,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the server is told from outside."""
 
     library: Path | None = None
-    """Folder holding Calibre's `metadata.db`. Unset: `--library`, then `~/Calibre Library` if it
-    exists, else a demo library built in the data dir."""
+    """Folder holding Calibre's `metadata.db`. Unset: `--library`; with Google Drive, a copy of the
+    Drive folder's `metadata.db` kept in the data dir; then `~/Calibre Library` if it exists, else a
+    demo library built in the data dir."""
 
     data_dir: Path = msgspec.field(default_factory=default_data_dir)
     """Where thumbnails, drawn covers, the demo library (and later the user DB and the secret) live.
@@ -124,6 +127,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Base URL of the Drive v3 API (a local emulator in tests); tokens come from the credentials
     file's `token_uri`."""
 
+    google_drive_poll_seconds: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 30
+    """How often Drive's changes feed is read (1-3600 s); also read after each Calibre write and
+    when a book's file is missing."""
+
 
 _ENV_NAMES: Mapping[str, str] = {
     "OPDS_LIBRARY": "library",
@@ -152,6 +159,7 @@ _ENV_NAMES: Mapping[str, str] = {
     "GOOGLE_DRIVE_CREDENTIALS": "google_drive_credentials",
     "GOOGLE_DRIVE_FOLDER_ID": "google_drive_folder_id",
     "GOOGLE_DRIVE_API_URL": "google_drive_api_url",
+    "GOOGLE_DRIVE_POLL_SECONDS": "google_drive_poll_seconds",
 }
 _FIELD_TO_ENV = {field: env for env, field in _ENV_NAMES.items()}
 _SECRET_FIELDS = {"secret_key", "aws_secret_access_key"}

@@ -27,7 +27,7 @@ from opds_server.calibre.index import index_path
 from opds_server.calibre.snapshot import Library
 from opds_server.catalog.hrefs import Flavour, Hrefs
 from opds_server.catalog.service import Catalog
-from opds_server.config import Settings, SettingsError
+from opds_server.config import DRIVE_FOLDER, Settings, SettingsError
 from opds_server.db.document_keys import DocumentKeyStore
 from opds_server.db.engine import database_url, make_engine, migrate
 from opds_server.db.kobo import KoboStore
@@ -211,7 +211,15 @@ def _drive_files(settings: Settings) -> DriveFiles | None:
         if settings.redis_url
         else FileMapCache(settings.data_dir / "drive" / f"map-{folder}.msgpack")
     )
-    return DriveFiles(api, folder, cache, settings.data_dir)
+    mirror = settings.data_dir / DRIVE_FOLDER
+    return DriveFiles(
+        api,
+        folder,
+        cache,
+        settings.data_dir,
+        poll_seconds=settings.google_drive_poll_seconds,
+        mirror=mirror / "metadata.db" if settings.library == mirror else None,
+    )
 
 
 def provide_services(state: State) -> Services:

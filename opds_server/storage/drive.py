@@ -26,6 +26,7 @@ everything here is four v3 calls that google-auth's session makes directly.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import io
 import logging
 import os
@@ -63,6 +64,7 @@ MISS_POLL_SECONDS = 5.0
 """A missing file, or Calibre's write, makes the changes feed be read at once, but not more often than this."""
 READ_AHEAD = 64 * 1024
 """The least a seekable reader fetches at a time (zip directories and partial MD5s read small bits)."""
+METADATA = "metadata.db"
 FIRST_LOAD_WAIT = 20.0
 """For this long after start-up, a lookup waits for the first map (read from the cache in a second;
 a first listing of a large library takes minutes): past it, lookups answer at once, books appearing
@@ -378,12 +380,78 @@ class DriveReader(io.RawIOBase):
         return self.read(self.stored.size - self.position)
 
 
+def find_metadata(api: DriveApi, folder_id: str) -> DriveNode | None:
+    """The folder's ``metadata.db``, asked of Drive directly (one request: no map needed).
+
+    Raises:
+        StorageError: Drive did not answer.
+    """
+    found = api.request(
+        "files",
+        {
+            "q": f"'{folder_id}' in parents and name = '{METADATA}' and trashed = false",
+            "fields": f"files({FILE_FIELDS})",
+            "supportsAllDrives": "true",
+            "includeItemsFromAllDrives": "true",
+        },
+    ).json()
+    nodes = [node for item in found.get("files", []) if (node := _node(item)) is not None]
+    return max(nodes, key=lambda node: node.mtime_ns) if nodes else None
+
+
+def mirror_metadata(api: DriveApi, node: DriveNode, target: Path) -> bool:
+    """Make ``target`` a copy of this version of Drive's ``metadata.db``; whether it was fetched.
+
+    Written beside the target and renamed over it, so a reader sees the old file or the new one,
+    never half of one; the version fetched is kept in a file beside it (``.metadata.db.drive``),
+    and a lock keeps two worker processes from fetching the same version at once.
+
+    Raises:
+        StorageError: Drive did not give the file.
+    """
+    version = f"{node.id}:{node.mtime_ns}:{node.size}\n"
+    marker = target.with_name(f".{target.name}.drive")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with (target.parent / f".{target.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.is_file() and marker.is_file() and marker.read_text(encoding="utf-8") == version:
+            return False
+        started = time.perf_counter()
+        stored = StoredFile(relative=METADATA, size=node.size, mtime_ns=node.mtime_ns, remote_id=node.id)
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        try:
+            with os.fdopen(handle, "wb") as out, _DriveChunks(api, stored, 0, node.size) as chunks:
+                for chunk in chunks:
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            Path(temporary).replace(target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        marker.write_text(version, encoding="utf-8")
+    log.info("Google Drive: metadata.db fetched (%d bytes) in %.1f s", node.size, time.perf_counter() - started)
+    return True
+
+
 class DriveFiles:
     """The library's files in a Google Drive folder (``LibraryFiles``)."""
 
-    def __init__(self, api: DriveApi, folder_id: str, cache: MapCache, data_dir: Path) -> None:
+    def __init__(
+        self,
+        api: DriveApi,
+        folder_id: str,
+        cache: MapCache,
+        data_dir: Path,
+        *,
+        poll_seconds: float = POLL_SECONDS,
+        mirror: Path | None = None,
+    ) -> None:
         self.api = api
         self.folder_id = folder_id
+        self.poll_seconds = poll_seconds
+        self.mirror = mirror
+        """Where to keep a copy of the folder's ``metadata.db`` (``mirror_metadata``), if anywhere."""
         self.cache = cache
         self.copies = data_dir / "drive" / "copies"
         self._lock = threading.Lock()
@@ -425,21 +493,24 @@ class DriveFiles:
         while not self._closing.is_set() and not self._loaded.is_set():
             try:
                 self.load()
+                self._mirror()
             except StorageError as exc:
                 self.load_error = str(exc)
                 self._tried.set()  # Drive is down: lookups stop waiting for it
                 log.warning("Google Drive: the folder could not be listed (%s); trying again in 30 s", exc)
-                self._closing.wait(POLL_SECONDS)
+                self._closing.wait(self.poll_seconds)
         while not self._closing.is_set():
-            self._wake.wait(POLL_SECONDS)
+            self._wake.wait(self.poll_seconds)
             self._wake.clear()
-            early = self._last_poll + MISS_POLL_SECONDS - time.monotonic()
+            early = self._last_poll + min(MISS_POLL_SECONDS, self.poll_seconds) - time.monotonic()
             if early > 0:  # asked again right after a poll: once more, a little later
                 self._closing.wait(early)
             if self._closing.is_set():
                 return
             try:
                 touched = self.poll()
+                if touched:
+                    self._mirror()
             except StorageError as exc:
                 log.warning("Google Drive: the changes feed could not be read: %s", exc)
                 continue
@@ -522,6 +593,20 @@ class DriveFiles:
         current = self._map
         if current is not None:
             self.cache.save(msgspec.msgpack.encode(current))
+
+    def _mirror(self) -> None:
+        """Bring the copy of ``metadata.db`` up to date, when there is one to keep.
+
+        Raises:
+            StorageError: Drive did not give the file.
+        """
+        if self.mirror is None:
+            return
+        node = self._paths.get(METADATA)
+        if node is None:
+            log.warning("Google Drive: folder %s has no %s; the catalogue stays as it was", self.folder_id, METADATA)
+            return
+        mirror_metadata(self.api, node, self.mirror)
 
     # LibraryFiles
 

@@ -368,3 +368,48 @@ def test_drive_down_at_start_up_is_a_degraded_server_that_still_answers(fixture_
     finally:
         stop_server(server)
     assert "Google Drive: the folder could not be listed" in (tmp_path / "server.log").read_text(errors="replace")
+
+
+def test_with_no_library_folder_metadata_db_comes_from_drive_and_follows_calibres_writes(
+    fixture_library: Path, tmp_path: Path
+) -> None:
+    books = tmp_path / "drive" / "Calibre Library"
+    shutil.copytree(fixture_library, books, ignore=shutil.ignore_patterns(".calnotes"))
+    edited = tmp_path / "edited.db"
+    shutil.copyfile(fixture_library / "metadata.db", edited)
+    with sqlite3.connect(edited) as calibre:  # what Calibre desktop writes, synced to Drive
+        calibre.create_function("title_sort", 1, lambda title: title)  # Calibre's triggers call it
+        book_id, folder, name = calibre.execute(
+            "SELECT b.id, b.path, d.name FROM books b JOIN data d ON d.book = b.id WHERE d.format = 'EPUB'"
+            " ORDER BY b.id LIMIT 1"
+        ).fetchone()
+        calibre.execute(
+            "UPDATE books SET title = 'Retitled In Drive', last_modified = '2030-01-01 00:00:00+00:00' WHERE id = ?",
+            (book_id,),
+        )
+    with DriveEmulator(books) as drive:
+        env = {
+            "GOOGLE_DRIVE_CREDENTIALS": str(drive.write_credentials(tmp_path / "service-account.json")),
+            "GOOGLE_DRIVE_FOLDER_ID": drive.folder_id,
+            "GOOGLE_DRIVE_API_URL": drive.api_url,
+            "GOOGLE_DRIVE_POLL_SECONDS": "1",
+            "HOME": str(tmp_path),
+        }
+        server = start_server(None, tmp_path / "data", tmp_path / "server.log", env)
+        try:
+            copy = tmp_path / "data" / "drive-library" / "metadata.db"
+            assert copy.read_bytes() == (fixture_library / "metadata.db").read_bytes()
+            with server.client() as client:
+                assert b"Retitled In Drive" not in client.get(f"/opds/books/{book_id}").content
+                drive.replace_file("metadata.db", edited.read_bytes())
+                deadline = time.monotonic() + 20
+                entry = client.get(f"/opds/books/{book_id}")
+                while b"Retitled In Drive" not in entry.content and time.monotonic() < deadline:
+                    time.sleep(0.25)
+                    entry = client.get(f"/opds/books/{book_id}")
+                assert b"Retitled In Drive" in entry.content
+                download = client.get(f"/download/{book_id}/{book_id}.epub")
+                assert (download.status_code, download.content) == (200, (books / folder / f"{name}.epub").read_bytes())
+                assert sorted(p.name for p in copy.parent.iterdir() if not p.name.startswith(".")) == ["metadata.db"]
+        finally:
+            stop_server(server)
