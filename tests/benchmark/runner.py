@@ -13,6 +13,9 @@ server listens on 127.0.0.1 only.
 
 ``kosync --library PATH``: KOReader progress pushes and pulls from concurrent devices, against the
 cheapest answer of the same server (``kosync.py``).
+
+``drive``: the server's memory while concurrent clients download large books from the Google Drive
+emulator, against one client in the same run (``drive.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.benchmark.drive import add_drive_command
 from tests.benchmark.kobo import add_kobo_command
 from tests.benchmark.kosync import add_kosync_command
 from tests.benchmark.library import CalibreNotFoundError, generate_library
@@ -128,6 +132,7 @@ def main(arguments: list[str]) -> int:
     add_freshness_command(commands)
     add_kobo_command(commands)
     add_kosync_command(commands)
+    add_drive_command(commands)
     generate = commands.add_parser("generate", help="write a large Calibre library into a new folder")
     generate.add_argument("path", type=Path, help="a folder that is missing or empty")
     generate.add_argument("--books", type=int, default=100_000)
