@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import io
 import shutil
+import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from sqlalchemy import Engine
 
 from opds_server.calibre.database import CalibreDatabase
@@ -22,11 +24,11 @@ from opds_server.calibre.snapshot import Library
 from opds_server.db.document_keys import DocumentKeyStore
 from opds_server.koreader.keys import DocumentKeyIndexer
 from opds_server.koreader.spine import read_spine
-from opds_server.storage.drive import DriveApi, DriveFiles, FileMapCache
+from opds_server.storage.drive import DriveApi, DriveFiles, FileMapCache, RedisMapCache
 from opds_server.storage.files import LocalFiles, StorageError, StoredFile
 from opds_server.storage.kepub import KepubStore
 from sync.koreader.keys import partial_md5
-from tests.conftest import FIXTURE_LIBRARY
+from tests.conftest import FIXTURE_LIBRARY, REDIS_TEST_URL
 from tests.drive_emulator import DriveEmulator
 
 
@@ -310,3 +312,40 @@ def test_a_spine_is_read_from_drive_by_ranges(drive: DriveFiles, library: Path) 
     expected = read_spine(local, on_disk)
     assert spine is not None
     assert spine == expected
+
+
+def test_instances_share_the_map_through_redis(emulator: DriveEmulator, tmp_path: Path) -> None:
+    key = f"opds-test:drive-map:{uuid.uuid4().hex}"
+    credentials = emulator.write_credentials(tmp_path / "account.json")
+    first = DriveFiles(
+        DriveApi(credentials, emulator.api_url), emulator.folder_id, RedisMapCache(REDIS_TEST_URL, key), tmp_path
+    )
+    try:
+        first.load()
+        emulator.clear_log()
+        second = DriveFiles(
+            DriveApi(credentials, emulator.api_url), emulator.folder_id, RedisMapCache(REDIS_TEST_URL, key), tmp_path
+        )
+        try:
+            second.load()
+            assert second.stat(EPUB) == first.stat(EPUB)
+        finally:
+            second.close()
+        assert not [r for r in emulator.requests if r.path.endswith("/files")]  # read from Redis, not listed
+    finally:
+        first.close()
+        redis.Redis.from_url(REDIS_TEST_URL).delete(key)
+
+
+def test_drive_stalling_before_it_answers_is_retried_then_a_storage_error(
+    drive: DriveFiles, emulator: DriveEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("opds_server.storage.drive.TIMEOUT", (2.0, 0.3))
+    stored = drive.stat(EPUB)
+    assert stored is not None
+    emulator.stall_next(1, 1.0, file_id=stored.remote_id, media_only=True)
+    assert _bytes(drive, stored, 0, 16) == (FIXTURE_LIBRARY / EPUB).read_bytes()[:16]
+    emulator.stall_next(4, 1.0, file_id=stored.remote_id, media_only=True)
+    with pytest.raises(StorageError, match="did not answer after 4 tries: ReadTimeout") as stalled:
+        _bytes(drive, stored, 0, 16)
+    assert not stalled.value.is_missing
