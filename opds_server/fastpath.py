@@ -34,6 +34,7 @@ import datetime as dt
 import os
 import re
 import threading
+import time
 from collections import OrderedDict
 from typing import Any, cast
 
@@ -55,6 +56,10 @@ SHAREABLE = re.compile(
     r"|^/covers/\d+(/thumbnail)?$|^/download/\d+/[^/]+$"
 )
 FILES = re.compile(r"^/covers/\d+(/thumbnail)?$|^/download/\d+/[^/]+$")
+COVERS = re.compile(r"^/covers/\d+(/thumbnail)?$")
+REDIRECT_SECONDS = 240.0
+"""How long a cover's redirect is answered again from here: less than the 5 minutes a client may
+keep it, well inside the 10 minutes its presigned URL stays valid at the least."""
 RANGE_READ_LIMIT = 4 * 1024 * 1024
 """A byte range up to this size is read in one go; a larger one goes through the application, which streams it."""
 MAX_BYTES = 4 * 1024 * 1024
@@ -72,6 +77,9 @@ class _Answer(msgspec.Struct, frozen=True):
     body: bytes
     file: tuple[str, int, int] | None = None
     """A file answer (a cover, a thumbnail, a book): its path, size and mtime when it was sent."""
+    status: int = 200
+    expires: float = float("inf")
+    """``time.monotonic()`` after which it is not used (a redirect to a presigned URL)."""
 
 
 class _Answers:
@@ -165,6 +173,9 @@ class FastPathMiddleware:
         generation = snapshot.generation
         if snapshot.updated >= dt.datetime.now(tz=dt.UTC).replace(microsecond=0):
             generation += ":unsettled"
+        if COVERS.match(http["path"]):
+            # Whether a cover redirects to S3 depends on the bucket's manifest and reachability too.
+            generation += ":" + services.covers.state
         await self._answer(http, generation, key, self.answers.get(key), receive, send)
 
     async def _answer(  # noqa: PLR0917 - one request's parts, passed on as they are
@@ -176,7 +187,16 @@ class FastPathMiddleware:
         receive: Receive,
         send: Send,
     ) -> None:
-        if answer is not None and answer.generation == generation and (answer.file is None or _unchanged(answer.file)):
+        if (
+            answer is not None
+            and answer.generation == generation
+            and (answer.file is None or _unchanged(answer.file))
+            and time.monotonic() < answer.expires
+        ):
+            if answer.status == 302:
+                await send({"type": "http.response.start", "status": 302, "headers": answer.headers})
+                await send({"type": "http.response.body", "body": answer.body, "more_body": False})
+                return
             if_none_match = _header(http, b"if-none-match")
             if if_none_match is not None and _matches(if_none_match, answer.etag):
                 await send({"type": "http.response.start", "status": 304, "headers": _validators(answer.headers)})
@@ -267,6 +287,12 @@ class FastPathMiddleware:
                     if stat is not None:
                         file = (path, stat.st_size, stat.st_mtime_ns)
                         self.answers.put(key, _Answer(generation, etag, headers, b"", file))
+            elif kind == "http.response.body" and started.get("status") == 302 and not message.get("more_body"):
+                if COVERS.match(str(key[0])):  # a cover's redirect to S3: its URL stays valid a while
+                    headers = [(bytes(k), bytes(v)) for k, v in started.get("headers", ())]
+                    body = cast("bytes", message.get("body", b""))
+                    expires = time.monotonic() + REDIRECT_SECONDS
+                    self.answers.put(key, _Answer(generation, b"", headers, body, status=302, expires=expires))
             elif kind == "http.response.body" and started.get("status") == 200 and not message.get("more_body"):
                 headers = [(bytes(k), bytes(v)) for k, v in started.get("headers", ())]
                 etag = next((v for k, v in headers if k.lower() == b"etag"), None)

@@ -100,6 +100,11 @@ class CoverDelivery:
         self._closing = threading.Event()
 
     @property
+    def state(self) -> str:
+        """Names what covers redirect to now (empty without a bucket); see ``CoverBucket.state``."""
+        return self.bucket.state if self.bucket is not None else ""
+
+    @property
     def thumbnail_name(self) -> str:
         return f"thumb-{self.thumbnails.width}.jpg"
 

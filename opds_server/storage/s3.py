@@ -322,6 +322,11 @@ class CoverBucket:
 
     # --- serve side --------------------------------------------------------------------------
 
+    @property
+    def state(self) -> str:
+        """Changes whenever what ``redirect_url`` may answer does: another manifest, S3 lost or back."""
+        return f"{self._etag}:{self._reachable}"
+
     def redirect_url(self, book_id: int, version: str, name: str) -> str | None:
         """A presigned URL of this rendition, or None: not uploaded in this version, or S3 unreachable."""
         served = self._served
