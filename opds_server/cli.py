@@ -47,7 +47,8 @@ def fetch_drive_library(settings: Settings, library: Path) -> None:
         return
     assert settings.google_drive_credentials is not None
     assert settings.google_drive_folder_id is not None
-    from opds_server.storage.drive import DriveApi, find_metadata, mirror_metadata  # noqa: PLC0415
+    from opds_server.storage.drive import find_metadata, mirror_metadata  # noqa: PLC0415
+    from opds_server.storage.drive_api import DriveApi  # noqa: PLC0415
     from opds_server.storage.files import StorageError  # noqa: PLC0415
 
     try:

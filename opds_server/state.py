@@ -49,7 +49,8 @@ from opds_server.koreader.refresh import ThrottledRefresh
 from opds_server.koreader.sync import KoreaderSync
 from opds_server.storage.covers import CoverDelivery
 from opds_server.storage.derived import PlaceholderStore, ThumbnailStore
-from opds_server.storage.drive import DriveApi, DriveFiles, FileMapCache, MapCache, RedisMapCache
+from opds_server.storage.drive import DriveFiles, FileMapCache, MapCache, RedisMapCache
+from opds_server.storage.drive_api import DriveApi
 from opds_server.storage.files import LibraryFiles, LocalFiles
 from opds_server.storage.kepub import KepubStore
 from opds_server.storage.s3 import CoverBucket

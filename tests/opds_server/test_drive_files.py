@@ -24,7 +24,8 @@ from opds_server.calibre.snapshot import Library
 from opds_server.db.document_keys import DocumentKeyStore
 from opds_server.koreader.keys import DocumentKeyIndexer
 from opds_server.koreader.spine import read_spine
-from opds_server.storage.drive import DriveApi, DriveFiles, FileMapCache, RedisMapCache
+from opds_server.storage.drive import DriveFiles, FileMapCache, RedisMapCache
+from opds_server.storage.drive_api import DriveApi
 from opds_server.storage.files import LocalFiles, StorageError, StoredFile
 from opds_server.storage.kepub import KepubStore
 from sync.koreader.keys import partial_md5
@@ -233,7 +234,7 @@ def test_a_file_drive_no_longer_has_is_missing_and_a_quota_is_an_outage(
 def test_a_download_cut_midway_resumes_where_it_stopped(
     drive: DriveFiles, emulator: DriveEmulator, library: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("opds_server.storage.drive.TIMEOUT", (2.0, 0.5))
+    monkeypatch.setattr("opds_server.storage.drive_api.TIMEOUT", (2.0, 0.5))
     relative = "Large/Big (999)/big.bin"
     stored = drive.stat(relative)
     assert stored is not None
@@ -340,7 +341,7 @@ def test_instances_share_the_map_through_redis(emulator: DriveEmulator, tmp_path
 def test_drive_stalling_before_it_answers_is_retried_then_a_storage_error(
     drive: DriveFiles, emulator: DriveEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("opds_server.storage.drive.TIMEOUT", (2.0, 0.3))
+    monkeypatch.setattr("opds_server.storage.drive_api.TIMEOUT", (2.0, 0.3))
     stored = drive.stat(EPUB)
     assert stored is not None
     emulator.stall_next(1, 1.0, file_id=stored.remote_id, media_only=True)
