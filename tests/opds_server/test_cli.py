@@ -11,6 +11,7 @@ import httpx
 from lxml import etree
 
 from tests.conftest import ROOT, start_server, stop_server
+from tests.s3_server import S3Server, s3_settings
 
 ATOM = {"a": "http://www.w3.org/2005/Atom"}
 
@@ -81,3 +82,19 @@ def test_serve_prefers_the_users_calibre_library(tmp_path: Path) -> None:
         assert not (tmp_path / "data" / "demo-library").exists()
     finally:
         stop_server(server)
+
+
+def test_covers_push_without_a_bucket_exits_with_one_line(tmp_path: Path, fixture_library: Path) -> None:
+    result = run_cli("covers", "push", "--library", str(fixture_library), env={"OPDS_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("opds-server: no S3 bucket is configured: set S3_BUCKET")
+
+
+def test_covers_push_to_a_missing_bucket_names_it(tmp_path: Path, fixture_library: Path, s3_server: S3Server) -> None:
+    env = {"OPDS_DATA_DIR": str(tmp_path), **s3_settings(s3_server.url, "no-such-bucket")}
+    result = run_cli("covers", "push", "--library", str(fixture_library), env=env)
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("opds-server: cannot push covers to")
+    assert "no-such-bucket" in line

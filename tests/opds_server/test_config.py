@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,22 @@ def test_readme_settings_table_is_generated_from_the_settings() -> None:
     begin = readme.index("<!-- settings-table")
     table = readme[readme.index("\n", begin) + 1 : readme.index("<!-- end settings-table -->")]
     assert table == settings_table()
+
+
+@pytest.mark.parametrize(
+    ("environment", "message"),
+    [
+        ({"GOOGLE_DRIVE_FOLDER_ID": "abc"}, "GOOGLE_DRIVE_FOLDER_ID is set but GOOGLE_DRIVE_CREDENTIALS is not"),
+        ({"GOOGLE_DRIVE_CREDENTIALS": "/nowhere.json"}, "GOOGLE_DRIVE_CREDENTIALS is set but GOOGLE_DRIVE_FOLDER_ID"),
+        (
+            {"GOOGLE_DRIVE_CREDENTIALS": "/nowhere.json", "GOOGLE_DRIVE_FOLDER_ID": "abc"},
+            "GOOGLE_DRIVE_CREDENTIALS='/nowhere.json' is not accepted: no such file",
+        ),
+        ({"S3_ENDPOINT_URL": "localhost:9000"}, "S3_ENDPOINT_URL='localhost:9000' is not accepted"),
+        ({"AWS_ACCESS_KEY_ID": "AKIA"}, "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY go together"),
+        ({"GOOGLE_DRIVE_POLL_SECONDS": "0"}, "GOOGLE_DRIVE_POLL_SECONDS='0'"),
+    ],
+)
+def test_cloud_settings_that_cannot_work_stop_start_up(environment: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        settings_from_env({"OPDS_ENV_FILE": "/nonexistent", **environment})
