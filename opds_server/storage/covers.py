@@ -48,6 +48,9 @@ PUSH_LEASE_SECONDS = 3600
 """How long a crashed instance can keep others from pushing (a first push of a large library is
 the CLI's job; after that a push sends a few changed covers)."""
 BUSY_RETRY_SECONDS = 60.0
+BACKGROUND_LIMIT = 1000
+"""Covers a server pushes by itself after a library change; more is ``covers push``'s job."""
+BACKGROUND_WORKERS = 2
 
 
 def _linked(source: Path, target: Path) -> Path:
@@ -98,6 +101,7 @@ class CoverDelivery:
         self._push_wanted = threading.Event()
         self._push_thread: threading.Thread | None = None
         self._closing = threading.Event()
+        self._warned_large = False
 
     @property
     def state(self) -> str:
@@ -183,7 +187,7 @@ class CoverDelivery:
             raise ValueError(f"book {source.book_id}'s cover is not a readable image: {exc}") from exc
         return made
 
-    def push(self) -> PushReport:
+    def push(self, *, workers: int = 8) -> PushReport:
         """Upload what changed since the last push (``CoverBucket.push``) and remove what is gone.
 
         Raises:
@@ -199,6 +203,7 @@ class CoverDelivery:
                 self.sources(),
                 self.renditions,
                 lambda source: self.render(source, thumbnails, kobo_covers),
+                workers=workers,
                 discard=_discard,
             )
         self.bucket.request_refresh()
@@ -256,12 +261,14 @@ class CoverDelivery:
                 return
             self._push_wanted.clear()
             try:
+                if not self._is_small_change():
+                    continue
                 with self._only_pusher() as is_mine:
                     if not is_mine:  # another process pushes: look again later, for what it missed
                         self._closing.wait(BUSY_RETRY_SECONDS)
                         self._push_wanted.set()
                         continue
-                    report = self.push()
+                    report = self.push(workers=BACKGROUND_WORKERS)
             except Exception as exc:  # noqa: BLE001  # a failed background push is logged, retried on the next change
                 log.warning("covers: the push after a library change failed: %s", exc)
                 continue
@@ -271,6 +278,28 @@ class CoverDelivery:
                     report.uploaded_books,
                     report.deleted_objects,
                 )
+
+    def _is_small_change(self) -> bool:
+        """Whether the covers to push are few enough for a server to push them beside its requests;
+        a first push of a whole library is the command's job (rendering is CPU work)."""
+        assert self.bucket is not None
+        changed = self.bucket.count_changed(self.sources(), self.renditions)
+        if changed is None:  # the manifest is not read yet: the bucket's thread reads it soon
+            self._closing.wait(BUSY_RETRY_SECONDS)
+            self._push_wanted.set()
+            return False
+        if changed > BACKGROUND_LIMIT:
+            if not self._warned_large:
+                log.warning(
+                    "covers: %d covers are not in S3 yet, more than a server pushes by itself (%d):"
+                    " run 'opds-server covers push'; they are served from disk meanwhile",
+                    changed,
+                    BACKGROUND_LIMIT,
+                )
+                self._warned_large = True
+            return False
+        self._warned_large = False
+        return changed > 0
 
     def close(self) -> None:
         self._closing.set()

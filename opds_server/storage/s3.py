@@ -322,6 +322,19 @@ class CoverBucket:
 
     # --- serve side --------------------------------------------------------------------------
 
+    def count_changed(self, sources: Iterable[CoverSource], renditions: Sequence[str]) -> int | None:
+        """How many books a push would upload or delete, by the manifest last read (no request);
+        ``None`` when no manifest has been read yet."""
+        served = self._served
+        if served is None:
+            return None
+        seen: set[int] = set()
+        changed = 0
+        for source in sources:
+            seen.add(source.book_id)
+            changed += served.renditions != tuple(renditions) or served.books.get(source.book_id) != source.version
+        return changed + len(served.books.keys() - seen)  # books gone from the library: objects to delete
+
     @property
     def state(self) -> str:
         """Changes whenever what ``redirect_url`` may answer does: another manifest, S3 lost or back."""

@@ -413,3 +413,28 @@ def test_with_no_library_folder_metadata_db_comes_from_drive_and_follows_calibre
                 assert sorted(p.name for p in copy.parent.iterdir() if not p.name.startswith(".")) == ["metadata.db"]
         finally:
             stop_server(server)
+
+
+def test_a_server_pushes_a_small_librarys_covers_by_itself(
+    fixture_library: Path, tmp_path: Path, s3_server: S3Server
+) -> None:
+    books, local = split_library(fixture_library, tmp_path)
+    with DriveEmulator(books) as drive:
+        env = _cloud_env(drive, s3_server, s3_server.create_bucket(), tmp_path)
+        server = start_server(local, tmp_path / "data", tmp_path / "server.log", env)
+        try:
+            cover = sorted(books.glob("*/*/cover.jpg"))[0]
+            book_id = int(cover.parent.name.rpartition("(")[2].rstrip(")"))
+            with server.client() as client:
+                first = client.get(f"/covers/{book_id}")
+                deadline = time.monotonic() + 30
+                answer = first
+                while answer.status_code != 302 and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                    answer = client.get(f"/covers/{book_id}")
+            if first.status_code == 200:  # from disk until the push is done
+                assert first.content == cover.read_bytes()
+            assert answer.status_code == 302
+            assert httpx.get(answer.headers["location"]).content == cover.read_bytes()
+        finally:
+            stop_server(server)
