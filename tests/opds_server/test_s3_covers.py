@@ -318,3 +318,16 @@ def test_background_thread_loads_the_manifest_and_reloads_it_when_asked(
         wait_until(lambda: covers.redirect_url(1, "v2", "cover.jpg") is not None)
     finally:
         covers.close()
+
+
+def test_the_manifest_read_counts_what_a_push_would_upload_or_delete(
+    settings: Settings, client: S3Client, renderer: Renderer
+) -> None:
+    bucket = CoverBucket(settings, client=client)
+    assert bucket.count_changed(sources(b1="v1"), RENDITIONS) is None  # no manifest read yet
+    bucket.push(sources(b1="v1", b2="v1", b3="v1"), RENDITIONS, renderer)
+    assert bucket.refresh_manifest()
+    assert bucket.count_changed(sources(b1="v1", b2="v1", b3="v1"), RENDITIONS) == 0
+    assert bucket.count_changed(sources(b1="v2", b2="v1", b3="v1", b4="v1"), RENDITIONS) == 2  # changed, new
+    assert bucket.count_changed(sources(b1="v1"), RENDITIONS) == 2  # two books gone: their objects to delete
+    assert bucket.count_changed(sources(b1="v1", b2="v1", b3="v1"), RENDITIONS[:1]) == 3  # other renditions
