@@ -29,6 +29,7 @@ from sqlalchemy.exc import OperationalError
 from opds_server.cache.store import MemoryStore, RedisStore, Store
 from opds_server.db.engine import make_engine, migrate
 from opds_server.db.schema import Base
+from tests.browser.driver import axe_source, browser  # noqa: F401 - headless Chromium and axe-core, for every test
 from tests.s3_server import s3_server  # noqa: F401 - the session's S3 server (moto), for every test
 
 ROOT = Path(__file__).resolve().parent.parent
