@@ -41,6 +41,7 @@ from opds_server.routes.api_library import library_router
 from opds_server.routes.feeds import feed_router
 from opds_server.routes.files import files_router
 from opds_server.routes.health import health
+from opds_server.routes.html import html_forms_router
 from opds_server.routes.kobo import kobo_router
 from opds_server.routes.kobo_store import handle_unmatched, reading_services_router
 from opds_server.routes.kosync import kosync_router
@@ -49,6 +50,9 @@ from opds_server.state import Services, provide_principal, provide_services
 from opds_server.storage.files import StorageError
 
 WORKER_THREADS = 4
+HTML_FEED_PATHS = (
+    r"^/($|books|authors|series|tags|languages|publishers|ratings|titles|formats|favourites|shelves|reading|finished)"
+)
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -71,8 +75,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             feed_router(Flavour.ATOM),
             feed_router(Flavour.JSON),
+            feed_router(Flavour.HTML),
             personal_router(Flavour.ATOM),
             personal_router(Flavour.JSON),
+            personal_router(Flavour.HTML),
+            html_forms_router,
             files_router,
             health,
             kobo_router(),
@@ -100,8 +107,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             backend="brotli",
             brotli_gzip_fallback=True,
             minimum_size=512,
-            # Feeds are compressed once and cached compressed (routes/feeds.py); files are sent as they are.
-            exclude=["/opds", "/download", "/covers", "/pse", "^/kobo/[^/]+/v1/books/"],
+            # Feeds and their pages are compressed once and cached compressed (routes/feeds.py); files
+            # are sent as they are.
+            exclude=["/opds", "/download", "/covers", "/pse", "^/kobo/[^/]+/v1/books/", HTML_FEED_PATHS],
         ),
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 from typing import Any, cast
+from urllib.parse import urlencode
 
 import msgspec
 from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
@@ -31,7 +32,7 @@ from opds_server.errors import PROBLEM_TYPE, Problem
 log = logging.getLogger(__name__)
 
 _PUBLIC = re.compile(
-    r"^/(health|metrics|schema(/.*)?|covers/.*|opds/opensearch\.xml|opds/auth|api/auth/(token|refresh))$"
+    r"^/(health|metrics|schema(/.*)?|covers/.*|opds/opensearch\.xml|opds/auth|api/auth/(token|refresh)|login|logout)$"
 )
 _ACCOUNT = re.compile(r"^/api(/|$)")
 _SYNC = re.compile(r"^/(kobo|kosync)(/|$)")
@@ -40,7 +41,9 @@ _SYNC = re.compile(r"^/(kobo|kosync)(/|$)")
 # calls at the site root carry only the bearer token we made up for the device: neither goes
 # through Basic or JWT authentication, which would refuse them.
 _DEVICE = re.compile(r"^/(kobo/|kosync(/|$)|api/v3/content/|api/UserStorage(/|$)|api/internal/notebooks(/|$))")
-_PERSONAL = re.compile(r"^/opds(/v2)?/(favourites|shelves|reading|finished)(/|$)")
+_BROWSER_NEVER = re.compile(r"^/(opds|api|kobo|kosync)(/|$)")
+"""Paths whose 401 stays a 401 even for a browser: OPDS and device protocols, the JSON API."""
+_PERSONAL = re.compile(r"^(/opds(/v2)?)?/(favourites|shelves|reading|finished)(/|$)")
 
 
 def required_scope(path: str) -> AccessScope | None:
@@ -86,7 +89,9 @@ class AuthenticationMiddleware:
         try:
             if header is not None:
                 principal = await services.authenticator.authenticate(header, _address(http))
-            elif needed is not None and await self._login_required(services, path, needed):
+            elif (cookie := session_cookie(http)) is not None and not _ACCOUNT.match(path):
+                principal = await _session(services, cookie)
+            if principal is None and needed is not None and await self._login_required(services, path, needed):
                 await refuse(http, send, services, 401, "a login is needed")
                 return
         except AuthenticationError as exc:
@@ -115,6 +120,36 @@ class AuthenticationMiddleware:
         return required
 
 
+SESSION_COOKIE = "opds_session"
+
+
+def session_cookie(scope: HTTPScope) -> str | None:
+    """The browser session's token from the ``Cookie`` header (the HTML view's login)."""
+    for key, value in scope["headers"]:
+        if key != b"cookie":
+            continue
+        for part in value.decode("latin-1").split(";"):
+            name, _, token = part.strip().partition("=")
+            if name == SESSION_COOKIE and token:
+                return token
+    return None
+
+
+async def _session(services: Any, token: str) -> Principal | None:
+    """The session's principal; ``None`` for one that ended (the browser is then anonymous)."""
+    try:
+        principal: Principal = await services.authenticator.session(token)
+    except AuthenticationError:
+        return None
+    return principal
+
+
+def wants_page(scope: HTTPScope) -> bool:
+    """A browser navigating (it asks for HTML), rather than an e-reader's OPDS client."""
+    accept = _header(scope, b"accept") or ""
+    return "text/html" in accept
+
+
 def _base(scope: HTTPScope, services: Any) -> str:
     if services.settings.base_url:
         return str(services.settings.base_url)
@@ -134,8 +169,17 @@ async def refuse(
     """Answer with an error, as this middleware refuses: a 401 on OPDS paths carries the
     Authentication Document and a Basic (or Bearer) challenge, anything else a problem document."""
     path = scope["path"]
+    if status == 401 and scope["method"] in {"GET", "HEAD"} and wants_page(scope) and not _BROWSER_NEVER.match(path):
+        # A browser is sent to the login form, and brought back to what it asked for.
+        target = path + (("?" + scope["query_string"].decode("latin-1")) if scope["query_string"] else "")
+        location = f"{_base(scope, services)}/login?{urlencode({'next': target})}"
+        log.info("%s %s -> 303 login: %s", scope["method"], path, detail)
+        headers = [(b"location", location.encode()), (b"content-length", b"0"), (b"cache-control", b"no-store")]
+        await send({"type": "http.response.start", "status": 303, "headers": headers})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
     realm = services.settings.library_name.replace('"', "'")
-    headers: list[tuple[bytes, bytes]] = []
+    headers = []
     if status == 401:
         challenge = f'Basic realm="{realm}", charset="UTF-8"'
         if _ACCOUNT.match(path):

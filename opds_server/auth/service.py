@@ -317,6 +317,41 @@ class Authenticator:
             user_id=user.id, name=user.name, is_admin=user.is_admin, scopes=ALL_SCOPES, token_version=user.token_version
         )
 
+    async def session(self, token: str) -> Principal:
+        """The principal behind a browser's session cookie (``Tokens.issue_session``).
+
+        Raises:
+            AuthenticationError: a malformed, forged, expired, logged-out or outdated session.
+        """
+        try:
+            claims = self.tokens.decode(token.strip(), "session", now=self._clock())
+        except InvalidTokenError as exc:
+            raise AuthenticationError(str(exc)) from exc
+        user = await self.user(claims.user_id)
+        if user is None or user.is_disabled or user.token_version != claims.version:
+            raise AuthenticationError("the session was ended")
+        if await self._family_revoked(claims.family):
+            raise AuthenticationError("the session was ended")
+        return Principal(
+            user_id=user.id, name=user.name, is_admin=user.is_admin, scopes=ALL_SCOPES, token_version=user.token_version
+        )
+
+    async def end_session(self, token: str) -> None:
+        """Log a browser out: its session is refused from now on, on every instance."""
+        try:
+            claims = self.tokens.decode(token.strip(), "session", now=self._clock())
+        except InvalidTokenError:
+            return  # nothing to end
+        try:
+            await self.store.set(
+                f"revoked-family:{claims.family}",
+                b"1",
+                ttl=max(1.0, (claims.expires_at - self._clock()).total_seconds()),
+            )
+        except StoreUnavailableError as exc:
+            self._store_failed(exc)
+            raise
+
     async def revoke_family(self, family: str) -> None:
         """End a login: its refresh tokens in the database, its access tokens through the store
         (for as long as one of them could still be unexpired)."""

@@ -17,9 +17,11 @@ import msgspec
 ALGORITHM = "HS256"
 ACCESS_LIFETIME = dt.timedelta(minutes=30)
 REFRESH_LIFETIME = dt.timedelta(days=7)
+SESSION_LIFETIME = dt.timedelta(days=30)
+"""A browser's login (the HTML view's cookie); logging out ends it on every instance."""
 ISSUER = "opds-server"
 MAX_TOKEN_LENGTH = 4096
-TokenKind = Literal["access", "refresh"]
+TokenKind = Literal["access", "refresh", "session"]
 
 
 class InvalidTokenError(ValueError):
@@ -92,6 +94,18 @@ class Tokens:
             refresh_expires_in=int(REFRESH_LIFETIME.total_seconds()),
         )
         return pair, IssuedRefresh(token_id=refresh.token_id, family=family, expires_at=refresh.expires_at)
+
+    def issue_session(self, user_id: int, version: int, *, now: dt.datetime) -> tuple[str, TokenClaims]:
+        """A browser session's token (the cookie's value) and its claims; its family names the session."""
+        claims = TokenClaims(
+            kind="session",
+            user_id=user_id,
+            token_id=secrets.token_urlsafe(12),
+            family=secrets.token_urlsafe(16),
+            version=version,
+            expires_at=now + SESSION_LIFETIME,
+        )
+        return self._encode("session", claims, now=now), claims
 
     def decode(self, token: str, kind: TokenKind, *, now: dt.datetime) -> TokenClaims:
         """Check signature, algorithm, issuer, expiry and kind.

@@ -42,8 +42,8 @@ def feed_links(
                 is_templated=True,
             )
         )
-    other = hrefs.other()
-    links.append(Link(href=other.feed(path, params), rel=vocab.REL_ALTERNATE, type=other.feed_type(kind)))
+    others = hrefs.opds() if hrefs.flavour is Flavour.HTML else (hrefs.other(),)
+    links.extend(Link(href=o.feed(path, params), rel=vocab.REL_ALTERNATE, type=o.feed_type(kind)) for o in others)
     links.append(Link(href=hrefs.authentication(), rel=vocab.REL_AUTH_DOCUMENT, type=vocab.AUTHENTICATION_TYPE))
     return links
 

@@ -20,11 +20,18 @@ ParamValue = str | int | None
 
 ATOM_PREFIX = "/opds"
 JSON_PREFIX = "/opds/v2"
+HTML_PREFIX = ""
+HTML_TYPE = vocab.HTML_TYPE
 
 
 class Flavour(StrEnum):
     ATOM = "atom"
     JSON = "json"
+    HTML = "html"
+    """The browser view at the site root: the same feeds as pages."""
+
+
+PREFIXES = {Flavour.ATOM: ATOM_PREFIX, Flavour.JSON: JSON_PREFIX, Flavour.HTML: HTML_PREFIX}
 
 
 @functools.lru_cache(maxsize=16384)
@@ -40,19 +47,27 @@ class Hrefs:
         self.base_url = base_url.rstrip("/")
         self.flavour = flavour
         self.has_raw_templates = has_raw_templates
-        self.prefix = self.base_url + (ATOM_PREFIX if flavour is Flavour.ATOM else JSON_PREFIX)
+        self.prefix = self.base_url + PREFIXES[flavour]
 
     def other(self) -> Hrefs:
-        """The same catalogue in the other representation."""
+        """The same catalogue in the other OPDS representation (Atom, for JSON and for HTML)."""
         flavour = Flavour.JSON if self.flavour is Flavour.ATOM else Flavour.ATOM
         return Hrefs(self.base_url, flavour, has_raw_templates=self.has_raw_templates)
+
+    def opds(self) -> tuple[Hrefs, Hrefs]:
+        """The catalogue's two OPDS representations, Atom then JSON (what a page links to)."""
+        return Hrefs(self.base_url, Flavour.ATOM), Hrefs(self.base_url, Flavour.JSON)
 
     def feed(self, path: str = "", params: Mapping[str, ParamValue] | None = None) -> str:
         """A feed URL: ``path`` is relative to the representation's root (``""``, ``"/books"``)."""
         query = tuple(sorted((k, str(v)) for k, v in (params or {}).items() if v is not None and v != ""))
+        if self.flavour is Flavour.HTML and not path:
+            path = "/"
         return self.prefix + path + ("?" + _query_string(query) if query else "")
 
     def feed_type(self, kind: FeedKind) -> str:
+        if self.flavour is Flavour.HTML:
+            return HTML_TYPE
         if self.flavour is Flavour.JSON:
             return vocab.OPDS2_FEED_TYPE
         return vocab.NAVIGATION_TYPE if kind == "navigation" else vocab.ACQUISITION_TYPE
@@ -63,7 +78,13 @@ class Hrefs:
 
     @property
     def book_type(self) -> str:
+        if self.flavour is Flavour.HTML:
+            return HTML_TYPE
         return vocab.ENTRY_TYPE if self.flavour is Flavour.ATOM else vocab.OPDS2_PUBLICATION_TYPE
+
+    def kepub(self, book_id: int) -> str:
+        """A Kobo's KEPUB made from the book's EPUB (what a Kobo's browser is offered)."""
+        return f"{self.base_url}/download/{book_id}/{book_id}.kepub.epub"
 
     def download(self, book_id: int, book_format: str) -> str:
         """A stable URL ending in the format's extension: KOReader takes the file type from it,
@@ -97,6 +118,6 @@ class Hrefs:
 
     def search_template(self) -> str:
         """Atom: the OpenSearch ``Url`` template; JSON: the templated ``search`` link."""
-        if self.flavour is Flavour.ATOM:
+        if self.flavour is not Flavour.JSON:
             return f"{self.prefix}/books?query={{searchTerms}}"
         return f"{self.prefix}/books{{?query}}"

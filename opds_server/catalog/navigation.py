@@ -116,7 +116,7 @@ def build_root(
         )
     entries.extend(personal)
     groups: tuple[Group, ...] = ()
-    if hrefs.flavour is Flavour.JSON and new_books:
+    if hrefs.flavour is not Flavour.ATOM and new_books:
         groups = (
             Group(
                 title="New books",

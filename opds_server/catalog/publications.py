@@ -61,7 +61,8 @@ def build_publication(
     alternate: list[Link] = []
     if not is_complete and hrefs.flavour == "atom":
         alternate.append(Link(href=hrefs.book(book.id), rel=vocab.REL_ALTERNATE, type=hrefs.book_type))
-    alternate.append(Link(href=other.book(book.id), rel=vocab.REL_ALTERNATE, type=other.book_type))
+    opds = hrefs.opds() if hrefs.flavour == "html" else (other,)
+    alternate.extend(Link(href=o.book(book.id), rel=vocab.REL_ALTERNATE, type=o.book_type) for o in opds)
     return Publication(
         id=f"urn:uuid:{book.uuid}",
         title=book.title,

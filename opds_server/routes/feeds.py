@@ -21,14 +21,16 @@ from litestar.params import Parameter
 
 from feeds import vocab
 from feeds.authentication import render_authentication_document
-from feeds.model import Feed, FeedKind, Publication
+from feeds.html import FormAction, SiteFrame, render_feed_html, render_publication_html
+from feeds.model import Acquisition, Feed, FeedKind, Link, Publication
 from feeds.opds1 import render_entry_atom, render_feed_atom
 from feeds.opds2 import render_feed_json, render_publication_json
 from feeds.opensearch import render_search_description
 from opds_server.auth.principal import Principal
 from opds_server.calibre.query import SortOrder
 from opds_server.calibre.snapshot import LibrarySnapshot
-from opds_server.catalog.hrefs import ATOM_PREFIX, JSON_PREFIX, Flavour, Hrefs
+from opds_server.catalog.hrefs import PREFIXES, Flavour, Hrefs
+from opds_server.catalog.media import FORMAT_TYPES
 from opds_server.catalog.navigation import CATEGORIES
 from opds_server.catalog.service import BooksRequest
 from opds_server.http import (
@@ -73,7 +75,7 @@ def _plan(
     personal: tuple[object, ...] | None,
 ) -> _Plan:
     base = public_base(request, services)
-    profile = client_profile(request)
+    profile = client_profile(request, is_page=flavour is Flavour.HTML)
     etag_parts = (snapshot.generation, flavour, base, profile, request.url.path, request.url.query)
     # Last-Modified has whole seconds: while the library's change is in the current second another
     # change may follow under the same value, and KOReader caches a feed by URL + Last-Modified
@@ -164,13 +166,65 @@ def _respond(
     )
 
 
-def _render_feed(flavour: Flavour, feed: Feed, profile: ClientProfile) -> bytes:
+def site_frame(services: Services, hrefs: Hrefs, profile: ClientProfile) -> SiteFrame:
+    """What every HTML page shows around its content, for this reader."""
+    account: tuple[Link, ...]
+    if profile.is_logged_in:
+        account = (
+            Link(href=hrefs.feed("/favourites"), title="Favourites"),
+            Link(href=hrefs.feed("/shelves"), title="Shelves"),
+            Link(href=hrefs.feed("/reading"), title="Reading"),
+            Link(href=f"{hrefs.base_url}/logout", title="Log out"),
+        )
+    else:
+        account = (Link(href=f"{hrefs.base_url}/login", title="Log in"),)
+    return SiteFrame(
+        library_name=services.settings.library_name,
+        home_href=hrefs.feed(),
+        search_href=hrefs.feed("/books"),
+        account_links=account,
+        search_description_href=hrefs.search_description(),
+    )
+
+
+def _with_kepub(publication: Publication, hrefs: Hrefs) -> Publication:
+    """A Kobo browser's book page offers the KEPUB Kobo sync would send, made from the EPUB."""
+    if any(a.type == FORMAT_TYPES["KEPUB"] for a in publication.acquisitions):
+        return publication
+    kepubs = [
+        Acquisition(
+            href=a.href.removesuffix(".epub") + ".kepub.epub", type=FORMAT_TYPES["KEPUB"], title="KEPUB for Kobo"
+        )
+        for a in publication.acquisitions
+        if a.type == FORMAT_TYPES["EPUB"]
+        and a.href.startswith(f"{hrefs.base_url}/download/")
+        and a.href.endswith(".epub")
+    ]
+    return msgspec.structs.replace(publication, acquisitions=(*kepubs, *publication.acquisitions))
+
+
+def _render_feed(services: Services, flavour: Flavour, feed: Feed, hrefs: Hrefs, profile: ClientProfile) -> bytes:
+    if flavour is Flavour.HTML:
+        return render_feed_html(feed, site_frame(services, hrefs, profile))
     if flavour is Flavour.ATOM:
         return render_feed_atom(feed, joins_authors=profile.joins_authors)
     return render_feed_json(feed)
 
 
-def _render_publication(flavour: Flavour, publication: Publication, profile: ClientProfile) -> bytes:
+def _render_publication(
+    services: Services, flavour: Flavour, book_id: int, hrefs: Hrefs, profile: ClientProfile
+) -> bytes:
+    publication = services.catalog.publication(hrefs, book_id)
+    if flavour is Flavour.HTML:
+        if profile.is_kobo_browser and services.settings.kobo_kepub:
+            publication = _with_kepub(publication, hrefs)
+        actions: tuple[FormAction, ...] = ()
+        if profile.is_logged_in:  # the same buttons for every reader: the page stays cacheable
+            actions = (
+                FormAction(label="Add to favourites", action=f"{hrefs.base_url}/favourites/{book_id}"),
+                FormAction(label="Remove from favourites", action=f"{hrefs.base_url}/favourites/{book_id}/remove"),
+            )
+        return render_publication_html(publication, site_frame(services, hrefs, profile), actions)
     if flavour is Flavour.ATOM:
         return render_entry_atom(publication, joins_authors=profile.joins_authors)
     return render_publication_json(publication)
@@ -192,7 +246,7 @@ def feed_response(
         services,
         flavour,
         media_type,
-        lambda hrefs, profile: _render_feed(flavour, build(hrefs), profile),
+        lambda hrefs, profile: _render_feed(services, flavour, build(hrefs), hrefs, profile),
         personal=personal,
     )
 
@@ -205,7 +259,11 @@ def feed_router(flavour: Flavour) -> Router:
     ) -> Response[bytes]:
         media_type = Hrefs("", flavour).feed_type(kind)
         return await _respond_async(
-            request, services, flavour, media_type, lambda hrefs, profile: _render_feed(flavour, build(hrefs), profile)
+            request,
+            services,
+            flavour,
+            media_type,
+            lambda hrefs, profile: _render_feed(services, flavour, build(hrefs), hrefs, profile),
         )
 
     @get_and_head("/", name=f"{flavour}-root")
@@ -257,13 +315,13 @@ def feed_router(flavour: Flavour) -> Router:
 
     @get_and_head_async("/books/{book_id:int}", name=f"{flavour}-book")
     async def book(request: Request[Any, Any, Any], services: Services, book_id: BookIdParam) -> Response[bytes]:
-        media_type = vocab.ENTRY_TYPE if flavour is Flavour.ATOM else vocab.OPDS2_PUBLICATION_TYPE
+        media_type = Hrefs("", flavour).book_type
         return await _respond_async(
             request,
             services,
             flavour,
             media_type,
-            lambda hrefs, profile: _render_publication(flavour, services.catalog.publication(hrefs, book_id), profile),
+            lambda hrefs, profile: _render_publication(services, flavour, book_id, hrefs, profile),
         )
 
     def category_handler(name: str) -> Any:
@@ -307,4 +365,4 @@ def feed_router(flavour: Flavour) -> Router:
             )
 
         handlers.extend((opensearch, authentication))
-    return Router(path=ATOM_PREFIX if flavour is Flavour.ATOM else JSON_PREFIX, route_handlers=handlers)
+    return Router(path=PREFIXES[flavour] or "/", route_handlers=handlers)

@@ -16,7 +16,7 @@ from litestar.params import Parameter
 
 from opds_server.catalog.media import media_type
 from opds_server.catalog.service import cover_file, find_cover, locate_file
-from opds_server.errors import CoverNotFoundError, NotFoundError
+from opds_server.errors import CoverNotFoundError, FormatNotFoundError, NotFoundError
 from opds_server.http import FileResponse, get_and_head, is_fresh, make_etag, parse_range, validators
 from opds_server.routes.params import BookIdParam
 from opds_server.state import Services
@@ -98,6 +98,8 @@ def download(
     request: Request[Any, Any, Any], services: Services, book_id: BookIdParam, file_name: str
 ) -> Response[bytes]:
     # `12.epub` as the feeds write it; any name ending in the format works, and so does `epub` alone.
+    if file_name.lower().endswith(".kepub.epub"):
+        return _kepub(request, services, book_id)
     book_format = file_name.rpartition(".")[2]
     location = locate_file(services.catalog, book_id, book_format)
     return send_stored(
@@ -108,6 +110,38 @@ def download(
         cache_control=DOWNLOAD_CACHE_CONTROL,
         extra_headers={"Content-Disposition": content_disposition(location.file_name)},
         etag_parts=(book_id, location.format),
+    )
+
+
+def _kepub(request: Request[Any, Any, Any], services: Services, book_id: int) -> Response[bytes]:
+    """``12.kepub.epub``: the book's own KEPUB, else the one made from its EPUB for Kobos (what a
+    Kobo's browser is offered on the book's page)."""
+    try:
+        location = locate_file(services.catalog, book_id, "KEPUB")
+    except FormatNotFoundError:
+        location = locate_file(services.catalog, book_id, "EPUB")
+        converted = services.kepubs.wait_for(book_id, location.stored) if services.settings.kobo_kepub else None
+        if converted is None:
+            raise FormatNotFoundError(
+                f"book {book_id} has no KEPUB: its EPUB is sent to Kobos as it is (fixed layout, or not convertible)"
+            ) from None
+        name = location.file_name.removesuffix(".epub") + ".kepub.epub"
+        return send_local(
+            request,
+            converted,
+            media=media_type("KEPUB"),
+            cache_control=DOWNLOAD_CACHE_CONTROL,
+            extra_headers={"Content-Disposition": content_disposition(name)},
+            etag_parts=(book_id, "kepub", converted.name),
+        )
+    return send_stored(
+        request,
+        location.stored,
+        services.catalog.files,
+        media=media_type("KEPUB"),
+        cache_control=DOWNLOAD_CACHE_CONTROL,
+        extra_headers={"Content-Disposition": content_disposition(location.file_name)},
+        etag_parts=(book_id, "KEPUB"),
     )
 
 

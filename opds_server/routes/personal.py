@@ -1,4 +1,5 @@
-"""Each reader's own feeds, Atom under /opds and JSON under /opds/v2: favourites, shelves, reading, finished.
+"""Each reader's own feeds, Atom under /opds, JSON under /opds/v2 and pages at the root: favourites,
+shelves, reading, finished.
 
 The authentication middleware lets no request reach these paths without a login, so every
 handler has a ``Principal``. A handler reads the user's list first (one user-database query),
@@ -15,7 +16,7 @@ from litestar import Request, Response, Router
 from litestar.params import Parameter
 
 from opds_server.auth.principal import Principal
-from opds_server.catalog.hrefs import ATOM_PREFIX, JSON_PREFIX, Flavour
+from opds_server.catalog.hrefs import PREFIXES, Flavour
 from opds_server.catalog.personal import SHELVES_PATH, BookList, ListKind, PersonalCatalog
 from opds_server.http import get_and_head
 from opds_server.routes.feeds import AfterParam, feed_response
@@ -95,6 +96,6 @@ def personal_router(flavour: Flavour) -> Router:
         return respond_list(request, services, books, after=after, limit=limit)
 
     return Router(
-        path=ATOM_PREFIX if flavour is Flavour.ATOM else JSON_PREFIX,
+        path=PREFIXES[flavour] or "/",
         route_handlers=[*(list_handler(kind) for kind in ListKind), shelves, shelf],
     )
