@@ -36,7 +36,7 @@ color:var(--fg);text-decoration:none;display:inline-block}ul.entries{padding-lef
 ul.books{list-style:none;padding:0;display:grid;grid-template-columns:repeat(auto-fill,minmax(9rem,1fr));gap:1rem}
 ul.books img{width:100%;height:auto;aspect-ratio:2/3;object-fit:cover;border:1px solid var(--line)}
 ul.books a{text-decoration:none}ul.books .title{display:block;font-weight:bold}.mute{color:var(--mute)}
-.book{display:grid;grid-template-columns:minmax(8rem,14rem) 1fr;gap:1rem}.book img{width:100%;height:auto}
+.book{display:grid;grid-template-columns:minmax(8rem,14rem) 1fr;gap:1rem;margin-top:1rem}.book img{width:100%;height:auto}
 @media (max-width:36rem){.book{grid-template-columns:1fr}.book figure{max-width:12rem}}figure{margin:0}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem .8rem}dt{font-weight:bold}dd{margin:0}
 ul.downloads{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:.5rem}[aria-current]{font-weight:bold}
@@ -103,6 +103,7 @@ def _page(frame: SiteFrame, title: str, links: Sequence[Link], content: list[etr
     head = [
         _E.meta(charset="utf-8"),
         _E.meta(name="viewport", content="width=device-width, initial-scale=1"),
+        _E.link(rel="icon", href="data:,"),  # no icon: spares every browser a request for /favicon.ico
         _E.title(title if title == frame.library_name else f"{title} · {frame.library_name}"),
         _E.style(STYLE.strip()),
     ]

@@ -46,6 +46,7 @@ from litestar.exceptions import HTTPException, NotFoundException, SerializationE
 from litestar.types import Empty
 from litestar.utils.scope.state import ScopeState
 
+from feeds.html import SiteFrame, render_message_html
 from opds_server.storage.files import StorageError
 from sync.kobo.token import ForgedSyncTokenError
 
@@ -245,6 +246,31 @@ def shown_path(request: Request[Any, Any, Any]) -> str:
     return redact(request.url.path)
 
 
+_NOT_PAGES = re.compile(r"^/(opds|api|kobo|kosync|covers|pse|health|metrics|schema)(/|$)")
+"""Paths whose errors are always problem documents: feeds, APIs, device protocols, images."""
+
+
+def wants_page(request: Request[Any, Any, Any]) -> bool:
+    """A browser asking for one of the HTML view's pages (or a download from one): errors are pages too."""
+    return "text/html" in request.headers.get("accept", "") and not _NOT_PAGES.match(request.url.path)
+
+
+def page_response(
+    request: Request[Any, Any, Any], status: int, title: str, detail: str, *, headers: dict[str, str] | None = None
+) -> Response[bytes]:
+    """An error as a page of the HTML view, never a JSON document shown raw in a browser."""
+    settings = request.app.state.services.settings
+    base = settings.base_url or str(request.base_url).rstrip("/")
+    frame = SiteFrame(library_name=settings.library_name, home_href=f"{base}/", search_href=f"{base}/books")
+    body = render_message_html(frame, title, redact(detail))
+    return Response(
+        content=body,
+        status_code=status,
+        media_type="text/html",  # Litestar adds "; charset=utf-8"
+        headers={**(headers or {}), "Cache-Control": "no-store"},
+    )
+
+
 def problem_response(
     status: int, title: str, slug: str, detail: str, *, path: str, headers: dict[str, str] | None = None
 ) -> Response[bytes]:
@@ -261,6 +287,8 @@ def handle_app_error(request: Request[Any, Any, Any], exc: AppError) -> Response
         log.error("%s %s failed: %s", request.method, shown_path(request), redact(exc.detail), exc_info=exc)
     else:
         log.info("%s %s -> %d: %s", request.method, shown_path(request), exc.status, redact(exc.detail))
+    if wants_page(request):
+        return page_response(request, exc.status, exc.title, exc.detail, headers=exc.headers)
     return problem_response(exc.status, exc.title, exc.slug, exc.detail, path=shown_path(request), headers=exc.headers)
 
 
@@ -296,9 +324,13 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     if isinstance(exc, ValidationException):
         detail = _validation_detail(request, exc)
         log.info("%s %s -> 400: %s", request.method, shown_path(request), detail)
+        if wants_page(request):
+            return page_response(request, 400, "Invalid request", detail)
         return problem_response(400, "Invalid request", "invalid-request", detail, path=shown_path(request))
     if isinstance(exc, NotFoundException):
         detail = f"nothing is served at {shown_path(request)}; the catalogue starts at /opds and /opds/v2"
+        if wants_page(request):
+            return page_response(request, 404, "Not found", f"There is no page at {shown_path(request)}.")
         return problem_response(404, "Not found", "not-found", detail, path=shown_path(request))
     title = HTTPStatus(status).phrase if status < 500 else "Internal server error"
     detail = str(exc.detail) if status < 500 else "internal error"

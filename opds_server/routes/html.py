@@ -42,7 +42,7 @@ from opds_server.routes.params import BookIdParam
 from opds_server.state import Services, utc_now
 
 CSRF_COOKIE = "opds_csrf"
-PAGE_TYPE = "text/html; charset=utf-8"
+PAGE_TYPE = "text/html"  # Litestar adds "; charset=utf-8"
 NO_STORE = "no-store"
 
 

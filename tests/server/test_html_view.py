@@ -244,3 +244,19 @@ def test_the_root_for_no_user_at_all_is_open(tmp_path: Path) -> None:
         stop_server(server)
     assert page.status_code == 200
     assert strings(html.fromstring(page.content), "//h1/text()") == ["Calibre Library"]
+
+
+def test_errors_on_pages_are_pages_and_on_feeds_problem_documents(site: Site) -> None:
+    with site.browser() as client:
+        site.log_in(client)
+        missing = client.get("/books/16")  # a book with no file at all
+        nowhere = client.get("/no/such/page")
+        bad = client.get("/books", params={"limit": "lots"})
+    for answer, status in ((missing, 404), (nowhere, 404), (bad, 400)):
+        assert answer.status_code == status
+        assert answer.headers["content-type"] == "text/html; charset=utf-8"
+        assert strings(html.fromstring(answer.content), "//h1/text()")
+    basic = base64.b64encode(f"ada:{PASSWORDS['ada']}".encode()).decode()
+    feed = httpx.get(f"{site.server.url}/opds/books/16", headers={"Authorization": f"Basic {basic}", **PAGE})
+    assert feed.status_code == 404
+    assert feed.headers["content-type"] == "application/problem+json"
