@@ -36,7 +36,8 @@ color:var(--fg);text-decoration:none;display:inline-block}ul.entries{padding-lef
 ul.books{list-style:none;padding:0;display:grid;grid-template-columns:repeat(auto-fill,minmax(9rem,1fr));gap:1rem}
 ul.books img{width:100%;height:auto;aspect-ratio:2/3;object-fit:cover;border:1px solid var(--line)}
 ul.books a{text-decoration:none}ul.books .title{display:block;font-weight:bold}.mute{color:var(--mute)}
-.book{display:grid;grid-template-columns:minmax(8rem,14rem) 1fr;gap:1rem;margin-top:1rem}.book img{width:100%;height:auto}
+.book{display:grid;grid-template-columns:minmax(8rem,14rem) 1fr;gap:1rem;margin-top:1rem}
+.book img{width:100%;height:auto}
 @media (max-width:36rem){.book{grid-template-columns:1fr}.book figure{max-width:12rem}}figure{margin:0}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem .8rem}dt{font-weight:bold}dd{margin:0}
 ul.downloads{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:.5rem}[aria-current]{font-weight:bold}
