@@ -11,7 +11,7 @@ same feed in both OPDS representations (``rel="alternate"``), where apps such as
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -70,18 +70,41 @@ class SiteFrame(msgspec.Struct, frozen=True, kw_only=True):
     search_description_href: str | None = None
 
 
+class Choice(msgspec.Struct, frozen=True, kw_only=True):
+    """A labelled choice the reader makes in a form (a ``select``), or a text to type (no options)."""
+
+    name: str
+    label: str
+    options: tuple[tuple[str, str], ...] = ()
+    """(value, text); empty: a text field."""
+
+
 class FormAction(msgspec.Struct, frozen=True, kw_only=True):
-    """A button that posts a small form (add to favourites, log out)."""
+    """A button that posts a small form (add to favourites, add to a shelf, log out)."""
 
     label: str
     action: str
     fields: tuple[tuple[str, str], ...] = ()
+    """Hidden fields."""
+    choice: Choice | None = None
 
 
-def _action_form(action: FormAction) -> etree._Element:
+def _action_form(action: FormAction, key: str = "") -> etree._Element:
     form: etree._Element = _E.form(action=action.action, method="post", **{"class": "action"})
     for name, value in action.fields:
         form.append(_E.input(type="hidden", name=name, value=value))
+    if action.choice is not None:
+        choice = action.choice
+        field_id = f"{choice.name}-{key}" if key else choice.name
+        form.append(_E.label(choice.label, **{"for": field_id}))
+        if choice.options:
+            form.append(
+                _E.select(
+                    *(_E.option(text, value=value) for value, text in choice.options), name=choice.name, id=field_id
+                )
+            )
+        else:
+            form.append(_E.input(name=choice.name, id=field_id, required="required", maxlength="128"))
     form.append(_E.button(action.label, type="submit"))
     return form
 
@@ -181,7 +204,7 @@ def _thumbnail(publication: Publication) -> str | None:
     return images.get("thumbnail") or images.get("image")
 
 
-def _card(publication: Publication) -> etree._Element:
+def _card(publication: Publication, actions: Sequence[FormAction] = ()) -> etree._Element:
     target = publication.self_href or (publication.acquisitions[0].href if publication.acquisitions else "#")
     anchor = _E.a(href=target)
     thumbnail = _thumbnail(publication)
@@ -189,6 +212,7 @@ def _card(publication: Publication) -> etree._Element:
         anchor.append(_E.img(src=thumbnail, alt="", loading="lazy", width="150", height="225"))
     anchor.append(_E.span(publication.title, **{"class": "title"}))
     element: etree._Element = _E.li(anchor, _E.span(_byline(publication), **{"class": "mute"}))
+    element.extend(_action_form(action) for action in actions)
     return element
 
 
@@ -202,8 +226,12 @@ def _pages(links: Sequence[Link]) -> etree._Element | None:
     return element
 
 
-def render_feed_html(feed: Feed, frame: SiteFrame) -> bytes:
-    """A navigation or acquisition feed as a page."""
+def render_feed_html(
+    feed: Feed, frame: SiteFrame, item_actions: Mapping[str, Sequence[FormAction]] | None = None
+) -> bytes:
+    """A navigation or acquisition feed as a page; ``item_actions``: buttons under some of its books,
+    by the book's ``self_href`` (remove from this shelf)."""
+    actions = item_actions or {}
     content: list[etree._Element] = [_E.h1(feed.title)]
     if feed.subtitle:
         content.append(_E.p(feed.subtitle, **{"class": "mute"}))
@@ -220,7 +248,8 @@ def render_feed_html(feed: Feed, frame: SiteFrame) -> bytes:
             section.append(_navigation(group.navigation))
         content.append(section)
     if feed.publications:
-        content.append(_E.ul(*(_card(p) for p in feed.publications), **{"class": "books"}))
+        cards = (_card(p, actions.get(p.self_href or "", ())) for p in feed.publications)
+        content.append(_E.ul(*cards, **{"class": "books"}))
     if not (feed.navigation or feed.publications or feed.groups):
         content.append(_E.p("Nothing here yet."))
     pages = _pages(feed.links)
@@ -304,7 +333,7 @@ def render_publication_html(publication: Publication, frame: SiteFrame, actions:
         text.append(_E.h2("Download"))
         text.append(_E.ul(*downloads, **{"class": "downloads"}))
     if actions:
-        text.append(_E.div(*(_action_form(a) for a in actions), **{"class": "actions"}))
+        text.append(_E.div(*(_action_form(a, str(n)) for n, a in enumerate(actions)), **{"class": "actions"}))
     body.append(text)
     content: list[etree._Element] = [body]
     description = _description(publication)

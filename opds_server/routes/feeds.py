@@ -11,7 +11,8 @@ changing, so only the ETag can tell a client its copy is stale.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -21,7 +22,7 @@ from litestar.params import Parameter
 
 from feeds import vocab
 from feeds.authentication import render_authentication_document
-from feeds.html import FormAction, SiteFrame, render_feed_html, render_publication_html
+from feeds.html import Choice, FormAction, SiteFrame, render_feed_html, render_publication_html
 from feeds.model import Acquisition, Feed, FeedKind, Link, Publication
 from feeds.opds1 import render_entry_atom, render_feed_atom
 from feeds.opds2 import render_feed_json, render_publication_json
@@ -33,6 +34,7 @@ from opds_server.catalog.hrefs import PREFIXES, Flavour, Hrefs
 from opds_server.catalog.media import FORMAT_TYPES
 from opds_server.catalog.navigation import CATEGORIES
 from opds_server.catalog.service import BooksRequest
+from opds_server.db.library import ShelfRecord
 from opds_server.http import (
     COMPRESS_FROM,
     conditional,
@@ -203,16 +205,32 @@ def _with_kepub(publication: Publication, hrefs: Hrefs) -> Publication:
     return msgspec.structs.replace(publication, acquisitions=(*kepubs, *publication.acquisitions))
 
 
-def _render_feed(services: Services, flavour: Flavour, feed: Feed, hrefs: Hrefs, profile: ClientProfile) -> bytes:
+ItemActions = Callable[[Hrefs, Feed], Mapping[str, Sequence[FormAction]]]
+
+
+def _render_feed(
+    services: Services,
+    flavour: Flavour,
+    feed: Feed,
+    hrefs: Hrefs,
+    profile: ClientProfile,
+    item_actions: ItemActions | None = None,
+) -> bytes:
     if flavour is Flavour.HTML:
-        return render_feed_html(feed, site_frame(services, hrefs, profile))
+        actions = item_actions(hrefs, feed) if item_actions is not None else None
+        return render_feed_html(feed, site_frame(services, hrefs, profile), actions)
     if flavour is Flavour.ATOM:
         return render_feed_atom(feed, joins_authors=profile.joins_authors)
     return render_feed_json(feed)
 
 
 def _render_publication(
-    services: Services, flavour: Flavour, book_id: int, hrefs: Hrefs, profile: ClientProfile
+    services: Services,
+    flavour: Flavour,
+    book_id: int,
+    hrefs: Hrefs,
+    profile: ClientProfile,
+    shelves: Sequence[ShelfRecord] = (),
 ) -> bytes:
     publication = services.catalog.publication(hrefs, book_id)
     if flavour is Flavour.HTML:
@@ -223,6 +241,19 @@ def _render_publication(
             actions = (
                 FormAction(label="Add to favourites", action=f"{hrefs.base_url}/favourites/{book_id}"),
                 FormAction(label="Remove from favourites", action=f"{hrefs.base_url}/favourites/{book_id}/remove"),
+            )
+            book = (("book_id", str(book_id)),)
+            if shelves:
+                options = tuple((str(shelf.id), shelf.name) for shelf in shelves)
+                choice = Choice(name="shelf_id", label="Shelf", options=options)
+                actions += (
+                    FormAction(
+                        label="Add to shelf", action=f"{hrefs.base_url}/shelves/add", fields=book, choice=choice
+                    ),
+                )
+            new_shelf = Choice(name="name", label="New shelf")
+            actions += (
+                FormAction(label="Create", action=f"{hrefs.base_url}/shelves/new", fields=book, choice=new_shelf),
             )
         return render_publication_html(publication, site_frame(services, hrefs, profile), actions)
     if flavour is Flavour.ATOM:
@@ -238,6 +269,7 @@ def feed_response(
     build: Callable[[Hrefs], Feed],
     *,
     personal: tuple[object, ...] | None = None,
+    item_actions: ItemActions | None = None,
 ) -> Response[bytes]:
     """A feed in one representation, built and rendered only when the client's copy is stale."""
     media_type = Hrefs("", flavour).feed_type(kind)
@@ -246,7 +278,7 @@ def feed_response(
         services,
         flavour,
         media_type,
-        lambda hrefs, profile: _render_feed(services, flavour, build(hrefs), hrefs, profile),
+        lambda hrefs, profile: _render_feed(services, flavour, build(hrefs), hrefs, profile, item_actions),
         personal=personal,
     )
 
@@ -314,8 +346,25 @@ def feed_router(flavour: Flavour) -> Router:
         )
 
     @get_and_head_async("/books/{book_id:int}", name=f"{flavour}-book")
-    async def book(request: Request[Any, Any, Any], services: Services, book_id: BookIdParam) -> Response[bytes]:
+    async def book(
+        request: Request[Any, Any, Any], services: Services, principal: Principal | None, book_id: BookIdParam
+    ) -> Response[bytes]:
         media_type = Hrefs("", flavour).book_type
+        if flavour is Flavour.HTML and principal is not None:
+            # The page offers the reader's own shelves: their bytes are theirs, like a personal feed's.
+            shelves = await anyio.to_thread.run_sync(services.personal.shelves, principal.user_id)
+            state = tuple((shelf.id, shelf.name) for shelf in shelves)
+            return await anyio.to_thread.run_sync(
+                partial(
+                    _respond,
+                    request,
+                    services,
+                    flavour,
+                    media_type,
+                    lambda hrefs, profile: _render_publication(services, flavour, book_id, hrefs, profile, shelves),
+                    personal=(principal.user_id, state),
+                )
+            )
         return await _respond_async(
             request,
             services,

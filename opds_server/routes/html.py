@@ -3,6 +3,8 @@
 The pages themselves are the catalogue's feeds rendered as HTML (``feed_router(Flavour.HTML)``);
 this module answers what a browser posts.
 
+* **Favourites and shelves**: a book's page adds it to favourites, to one of the reader's shelves or
+  to a new one; a shelf's page takes books off it.
 * **Login** takes a user name and a password (or an app password), checked as HTTP Basic is (same
   rate limits), and sets ``opds_session``: a signed token (30 days) in an ``HttpOnly``,
   ``SameSite=Lax`` cookie, ``Secure`` over HTTPS. Logging out ends the session on every instance
@@ -36,9 +38,11 @@ from opds_server.auth.principal import Principal
 from opds_server.auth.service import AuthenticationError, RateLimitedError
 from opds_server.auth.tokens import SESSION_LIFETIME
 from opds_server.catalog.hrefs import Flavour, Hrefs
+from opds_server.db.library import ShelfNameError
+from opds_server.errors import InvalidBodyError, ShelfNotFoundError
 from opds_server.quirks import ClientProfile
 from opds_server.routes.feeds import public_base, site_frame
-from opds_server.routes.params import BookIdParam
+from opds_server.routes.params import BookIdParam, ShelfIdParam
 from opds_server.state import Services, utc_now
 
 CSRF_COOKIE = "opds_csrf"
@@ -236,8 +240,101 @@ async def remove_favourite(
     return await _change_favourite(request, services, principal, book_id, add=False)
 
 
+class ShelfForm(msgspec.Struct, kw_only=True):
+    book_id: str = ""
+    shelf_id: str = ""
+    name: str = ""
+
+
+def _number(value: str, field: str) -> int:
+    """A form's id field as a number.
+
+    Raises:
+        InvalidBodyError: it is not one.
+    """
+    if not value.isdigit() or len(value) > 12:
+        raise InvalidBodyError(
+            f"{field}={value[:40]!r} is not accepted: a book or shelf id (a whole number) is expected"
+        )
+    return int(value)
+
+
+def _to_shelf(request: Request[Any, Any, Any], services: Services, shelf_id: int) -> Response[bytes]:
+    location = f"{public_base(request, services)}/shelves/{shelf_id}"
+    return Response(content=b"", status_code=303, headers={"Location": location, "Cache-Control": NO_STORE})
+
+
+@post("/shelves/add", name="html-shelf-add", status_code=303)
+async def add_to_shelf(
+    request: Request[Any, Any, Any],
+    services: Services,
+    principal: Principal,
+    data: Annotated[ShelfForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+) -> Response[bytes]:
+    if not _is_same_origin(request, services):
+        return _forbidden(request, services, principal)
+    book_id, shelf_id = _number(data.book_id, "book_id"), _number(data.shelf_id, "shelf_id")
+    await anyio.to_thread.run_sync(services.catalog.book, book_id)  # BookNotFoundError: a 404 page
+    added = await anyio.to_thread.run_sync(
+        lambda: services.personal.add_to_shelf(principal.user_id, shelf_id, book_id, now=utc_now())
+    )
+    if not added and await anyio.to_thread.run_sync(services.personal.shelf, principal.user_id, shelf_id) is None:
+        raise ShelfNotFoundError(f"you have no shelf {shelf_id}")
+    return _to_shelf(request, services, shelf_id)
+
+
+@post("/shelves/new", name="html-shelf-new", status_code=303)
+async def new_shelf(
+    request: Request[Any, Any, Any],
+    services: Services,
+    principal: Principal,
+    data: Annotated[ShelfForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+) -> Response[bytes]:
+    if not _is_same_origin(request, services):
+        return _forbidden(request, services, principal)
+    book_id = _number(data.book_id, "book_id")
+    await anyio.to_thread.run_sync(services.catalog.book, book_id)
+    try:
+        shelf = await anyio.to_thread.run_sync(
+            lambda: services.personal.create_shelf(principal.user_id, data.name, now=utc_now())
+        )
+    except ShelfNameError as exc:
+        raise InvalidBodyError(str(exc)) from exc
+    await anyio.to_thread.run_sync(
+        lambda: services.personal.add_to_shelf(principal.user_id, shelf.id, book_id, now=utc_now())
+    )
+    return _to_shelf(request, services, shelf.id)
+
+
+@post("/shelves/{shelf_id:int}/remove", name="html-shelf-remove", status_code=303)
+async def remove_from_shelf(
+    request: Request[Any, Any, Any],
+    services: Services,
+    principal: Principal,
+    shelf_id: ShelfIdParam,
+    data: Annotated[ShelfForm, Body(media_type=RequestEncodingType.URL_ENCODED)],
+) -> Response[bytes]:
+    if not _is_same_origin(request, services):
+        return _forbidden(request, services, principal)
+    book_id = _number(data.book_id, "book_id")
+    await anyio.to_thread.run_sync(
+        lambda: services.personal.remove_from_shelf(principal.user_id, shelf_id, book_id, now=utc_now())
+    )
+    return _to_shelf(request, services, shelf_id)
+
+
 html_forms_router = Router(
     path="/",
-    route_handlers=[login_page, login, logout_page, logout, add_favourite, remove_favourite],
+    route_handlers=[
+        login_page,
+        login,
+        logout_page,
+        logout,
+        add_favourite,
+        remove_favourite,
+        add_to_shelf,
+        new_shelf,
+        remove_from_shelf,
+    ],
     include_in_schema=False,
 )

@@ -10,16 +10,19 @@ shared cache nor a revalidation can hand one user's feed to another, or a stale 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 from litestar import Request, Response, Router
 from litestar.params import Parameter
 
+from feeds.html import FormAction
+from feeds.model import Feed
 from opds_server.auth.principal import Principal
-from opds_server.catalog.hrefs import PREFIXES, Flavour
+from opds_server.catalog.hrefs import PREFIXES, Flavour, Hrefs
 from opds_server.catalog.personal import SHELVES_PATH, BookList, ListKind, PersonalCatalog
 from opds_server.http import get_and_head
-from opds_server.routes.feeds import AfterParam, feed_response
+from opds_server.routes.feeds import AfterParam, ItemActions, feed_response
 from opds_server.routes.params import ShelfIdParam
 from opds_server.state import Services
 
@@ -35,6 +38,24 @@ def _personal_catalog(services: Services) -> PersonalCatalog:
     )
 
 
+def _removals(shelf_id: int) -> ItemActions:
+    """A shelf's page: a button under each book that takes it off the shelf."""
+
+    def actions(hrefs: Hrefs, feed: Feed) -> Mapping[str, Sequence[FormAction]]:
+        found: dict[str, Sequence[FormAction]] = {}
+        for publication in feed.publications:
+            book_id = (publication.self_href or "").rpartition("/books/")[2]
+            if book_id.isdigit():
+                action = f"{hrefs.base_url}/shelves/{shelf_id}/remove"
+                fields = (("book_id", book_id),)
+                found[publication.self_href or ""] = (
+                    FormAction(label="Remove from shelf", action=action, fields=fields),
+                )
+        return found
+
+    return actions
+
+
 def personal_router(flavour: Flavour) -> Router:
     """The personal feeds in one representation."""
 
@@ -45,6 +66,7 @@ def personal_router(flavour: Flavour) -> Router:
         *,
         after: str | None,
         limit: int | None,
+        shelf_id: int | None = None,
     ) -> Response[bytes]:
         catalog = _personal_catalog(services)
         return feed_response(
@@ -54,6 +76,7 @@ def personal_router(flavour: Flavour) -> Router:
             "acquisition",
             lambda hrefs: catalog.list_feed(hrefs, books, after=after, limit=limit),
             personal=(books.user_id, books.state),
+            item_actions=_removals(shelf_id) if shelf_id is not None and flavour is Flavour.HTML else None,
         )
 
     def list_handler(kind: ListKind) -> Any:
@@ -93,7 +116,7 @@ def personal_router(flavour: Flavour) -> Router:
         after: AfterParam = None,
     ) -> Response[bytes]:
         books = _personal_catalog(services).read_shelf(principal.user_id, shelf_id)
-        return respond_list(request, services, books, after=after, limit=limit)
+        return respond_list(request, services, books, after=after, limit=limit, shelf_id=shelf_id)
 
     return Router(
         path=PREFIXES[flavour] or "/",

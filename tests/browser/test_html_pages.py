@@ -1,5 +1,5 @@
 """The HTML view driven in headless Chromium: a reader logs in, browses to a series, opens a book,
-downloads it, searches and adds a favourite; every page passes axe-core's WCAG 2.1 A/AA and
+downloads it, searches, adds a favourite and makes a shelf; every page passes axe-core's WCAG 2.1 A/AA and
 best-practice rules; the fixture's hostile comments never run; the pages fit a 600-pixel screen.
 
 Screenshots of the root and of a book page are written to ``test-artifacts/`` (``root.png``,
@@ -58,6 +58,21 @@ def accessible(driver: WebDriver, axe_source: str) -> None:
     assert violations == [], f"{driver.current_url}:\n{describe_violations(violations)}"
 
 
+def make_a_shelf(browser: WebDriver, axe_source: str, title: str) -> None:
+    """From a book's page, put it on a new shelf; the book's page then offers that shelf."""
+    browser.find_element(By.PARTIAL_LINK_TEXT, title).click()
+    browser.find_element(By.XPATH, "//form[button='Create']//input[@name='name']").send_keys("Bedtime")
+    browser.find_element(By.XPATH, "//button[.='Create']").click()
+    WebDriverWait(browser, 10).until(lambda driver: "/shelves/" in driver.current_url)
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Bedtime"
+    assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, "ul.books .title")] == [title]
+    accessible(browser, axe_source)
+    browser.back()
+    browser.refresh()  # the page now offers the new shelf
+    assert browser.find_element(By.XPATH, "//select[@name='shelf_id']/option").text == "Bedtime"
+    accessible(browser, axe_source)
+
+
 def test_a_reader_logs_in_browses_opens_downloads_searches_and_adds_a_favourite(
     browser: WebDriver, axe_source: str, server: LiveServer, tmp_path: Path
 ) -> None:
@@ -109,6 +124,8 @@ def test_a_reader_logs_in_browses_opens_downloads_searches_and_adds_a_favourite(
     favourites = [element.text for element in browser.find_elements(By.CSS_SELECTOR, "ul.books .title")]
     assert "The Salt Road" in favourites
     accessible(browser, axe_source)
+
+    make_a_shelf(browser, axe_source, "The Salt Road")
     assert console_errors(browser) == []
 
 

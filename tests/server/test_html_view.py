@@ -260,3 +260,39 @@ def test_errors_on_pages_are_pages_and_on_feeds_problem_documents(site: Site) ->
     feed = httpx.get(f"{site.server.url}/opds/books/16", headers={"Authorization": f"Basic {basic}", **PAGE})
     assert feed.status_code == 404
     assert feed.headers["content-type"] == "application/problem+json"
+
+
+def test_shelves_from_book_pages(site: Site) -> None:
+    origin = {"Origin": site.server.url}
+    with site.browser() as client:
+        site.log_in(client)
+        page = html.fromstring(client.get("/books/2").content)
+        (create,) = elements(page, "//form[button='Create']")
+        fields = {i.get("name"): i.get("value") or "" for i in elements(create, ".//input")}
+        made = client.post(create.get("action") or "", data={**fields, "name": "Bedtime"}, headers=origin)
+        assert made.status_code == 303
+        shelf_url = made.headers["location"]
+        assert re.fullmatch(rf"{re.escape(site.server.url)}/shelves/\d+", shelf_url)
+        page = html.fromstring(client.get("/books/4").content)
+        (add,) = elements(page, "//form[button='Add to shelf']")
+        options = {o.text: o.get("value") for o in elements(add, ".//select[@name='shelf_id']/option")}
+        assert "Bedtime" in options
+        assert strings(add, ".//label/text()") == ["Shelf"]
+        added = client.post(
+            add.get("action") or "", data={"book_id": "4", "shelf_id": options["Bedtime"] or ""}, headers=origin
+        )
+        assert added.headers["location"] == shelf_url
+        shelf = html.fromstring(client.get(shelf_url).content)
+        assert sorted(strings(shelf, "//ul[@class='books']/li/a/@href")) == [
+            f"{site.server.url}/books/2",
+            f"{site.server.url}/books/4",
+        ]
+        (remove,) = elements(shelf, "//li[a/@href='" + site.server.url + "/books/2']//form[button='Remove from shelf']")
+        client.post(remove.get("action") or "", data={"book_id": "2"}, headers=origin)
+        shelf = html.fromstring(client.get(shelf_url).content)
+        assert strings(shelf, "//ul[@class='books']/li/a/@href") == [f"{site.server.url}/books/4"]
+        duplicate = client.post(create.get("action") or "", data={**fields, "name": "Bedtime"}, headers=origin)
+        assert duplicate.status_code == 400
+        assert duplicate.headers["content-type"].startswith("text/html")
+        bad = client.post("/shelves/add", data={"book_id": "x", "shelf_id": "1"}, headers=origin)
+        assert bad.status_code == 400
