@@ -44,7 +44,8 @@ ul.downloads{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:.5rem}[ar
 label.field{display:block;margin:.6rem 0}
 label.field input{display:block;font:inherit;padding:.3rem;width:100%;max-width:20rem}
 .error{border-left:.3rem solid #b00020;padding-left:.6rem}
-form.action{margin:.3rem 0}form.action label{margin-right:.4rem}form.action input,form.action select{font:inherit;margin-right:.4rem}
+form.action{margin:.3rem 0}form.action label{margin-right:.4rem}
+form.action input,form.action select{font:inherit;margin-right:.4rem}
 """
 _FORMAT_NAMES = {
     "application/epub+zip": "EPUB",
