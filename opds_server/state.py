@@ -29,7 +29,7 @@ from opds_server.catalog.hrefs import Flavour, Hrefs
 from opds_server.catalog.service import Catalog
 from opds_server.config import DRIVE_FOLDER, Settings, SettingsError
 from opds_server.db.document_keys import DocumentKeyStore
-from opds_server.db.engine import database_url, make_engine, migrate
+from opds_server.db.engine import database_url, make_engine, migrate, wait_for
 from opds_server.db.kobo import KoboStore
 from opds_server.db.kosync import KosyncStore
 from opds_server.db.library import PersonalLibrary
@@ -82,6 +82,8 @@ class Services:
         self.thumbnails = ThumbnailStore(settings.data_dir / "thumbnails", settings.thumbnail_width)
         self.placeholders = PlaceholderStore(settings.data_dir / "placeholders")
         self.engine = make_engine(database_url(settings.database_url, settings.data_dir))
+        if settings.database_url:  # a server of its own, maybe still starting; SQLite is a file
+            wait_for(self.engine)
         migrate(self.engine)
         self.users = UserStore(self.engine)
         self.personal = PersonalLibrary(self.engine)

@@ -9,7 +9,9 @@ workers starting together never race each other.
 from __future__ import annotations
 
 import fcntl
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
@@ -18,6 +20,11 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
+
+log = logging.getLogger(__name__)
+
+STARTUP_WAIT_SECONDS = 30.0
+"""How long start-up waits for the user database (Postgres starting in the container beside us)."""
 
 _MIGRATION_LOCK = 7_061_732_115  # pg_advisory_lock key: "opds" migrations
 HEAD_REVISION = "0004"
@@ -81,6 +88,39 @@ def _migration_lock(engine: Engine) -> Iterator[Any]:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         with engine.connect() as connection:
             yield connection
+
+
+def wait_for(
+    engine: Engine, *, seconds: float = STARTUP_WAIT_SECONDS, clock: Callable[[], float] = time.monotonic
+) -> None:
+    """Wait until the database answers (a container starting beside it), saying so, at most ``seconds``.
+
+    Raises:
+        DatabaseError: it did not answer in time; the message names it (password hidden) and why.
+    """
+    where = engine.url.render_as_string(hide_password=True)
+    deadline = clock() + seconds
+    delay = 0.25
+    said = False
+    while True:
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            if clock() >= deadline:
+                reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or ["no answer"])[0]
+                raise DatabaseError(
+                    f"the user database at {where} did not answer in {seconds:.0f} s: {reason}"
+                ) from exc
+            if not said:
+                log.warning("waiting for the user database at %s (up to %.0f s)", where, seconds)
+                said = True
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            continue
+        if said:
+            log.warning("the user database at %s answers", where)
+        return
 
 
 def migrate(engine: Engine) -> None:
