@@ -6,7 +6,6 @@ settings from the environment (the CLI has already resolved the library there).
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +13,7 @@ from contextlib import asynccontextmanager
 import anyio.to_thread
 from litestar import Litestar
 from litestar.config.compression import CompressionConfig
+from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException
 from litestar.openapi import OpenAPIConfig
@@ -33,7 +33,8 @@ from opds_server.errors import (
     handle_unexpected,
 )
 from opds_server.fastpath import FastPathMiddleware
-from opds_server.http import AcceptEncodingMiddleware, HeadMiddleware
+from opds_server.http import AcceptEncodingMiddleware, HeadMiddleware, SecurityHeadersMiddleware
+from opds_server.observability import RequestContextMiddleware, configure_logging
 from opds_server.routes.api import SECURITY_COMPONENTS
 from opds_server.routes.api_auth import auth_routers
 from opds_server.routes.api_kobo import kobo_api_router
@@ -45,11 +46,14 @@ from opds_server.routes.html import html_forms_router
 from opds_server.routes.kobo import kobo_router
 from opds_server.routes.kobo_store import handle_unmatched, reading_services_router
 from opds_server.routes.kosync import kosync_router
+from opds_server.routes.metrics import metrics
 from opds_server.routes.personal import personal_router
 from opds_server.state import Services, provide_principal, provide_services
 from opds_server.storage.files import StorageError
 
 WORKER_THREADS = 4
+MAX_BODY_BYTES = 1024 * 1024
+"""The largest request body accepted (a 413 beyond): Kobo states, progress and API bodies are a few KB."""
 HTML_FEED_PATHS = (
     r"^/($|books|authors|series|tags|languages|publishers|ratings|titles|formats|favourites|shelves|reading|finished)"
 )
@@ -82,6 +86,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             html_forms_router,
             files_router,
             health,
+            metrics,
             kobo_router(),
             kosync_router(),
             reading_services_router,
@@ -102,7 +107,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
             MethodNotAllowedException: handle_unmatched,
             Exception: handle_unexpected,
         },
-        middleware=[FastPathMiddleware, HeadMiddleware, AuthenticationMiddleware, AcceptEncodingMiddleware],
+        middleware=[
+            RequestContextMiddleware,
+            SecurityHeadersMiddleware,
+            FastPathMiddleware,
+            HeadMiddleware,
+            AuthenticationMiddleware,
+            AcceptEncodingMiddleware,
+        ],
+        request_max_body_size=MAX_BODY_BYTES,
+        cors_config=CORSConfig(allow_origins=list(resolved.cors_origins), allow_credentials=True)
+        if resolved.cors_origins
+        else None,
         compression_config=CompressionConfig(
             backend="brotli",
             brotli_gzip_fallback=True,
@@ -123,5 +139,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=None,
     )
     app.state.services = services
-    logging.getLogger("opds_server").setLevel(logging.INFO)
+    configure_logging()
     return app

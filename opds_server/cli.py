@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -89,6 +90,12 @@ def _serve(arguments: argparse.Namespace) -> None:
     # Workers are new processes: two malloc arenas instead of eight per core keep a worker's
     # resident memory close to what it uses (glibc reads this when the process starts).
     os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+    # /metrics sums every worker's counters (prometheus_client's multiprocess mode); each run starts afresh.
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        metrics_dir = settings.data_dir / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     from granian import Granian  # noqa: PLC0415 - keeps `demo-library` light
     from granian.constants import Interfaces  # noqa: PLC0415
 

@@ -97,6 +97,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Serve the catalogue without a login even when users exist; personal feeds and the API still
     need one. With no user at all, the catalogue is open until the first one is added."""
 
+    cors_origins: tuple[str, ...] = ()
+    """Web origins allowed to call the server from a browser script (CORS), comma-separated, e.g.
+    `https://reader.example.org`. Unset: none (e-readers and apps need no CORS)."""
+
     s3_bucket: str | None = None
     """S3 bucket for covers and thumbnails, served as presigned redirects (`opds-server covers
     push` uploads them). Unset: covers are served from disk."""
@@ -150,6 +154,7 @@ _ENV_NAMES: Mapping[str, str] = {
     "OPDS_KOBO_STORE_PROXY": "kobo_store_proxy",
     "OPDS_KOBO_STORE_URL": "kobo_store_url",
     "OPDS_KOSYNC_REGISTRATION": "kosync_registration",
+    "OPDS_CORS_ORIGINS": "cors_origins",
     "S3_BUCKET": "s3_bucket",
     "S3_PREFIX": "s3_prefix",
     "S3_ENDPOINT_URL": "s3_endpoint_url",
@@ -190,6 +195,8 @@ def settings_from_env(environ: Mapping[str, str], overrides: Mapping[str, object
     merged = {**(_read_env_file(env_file) if env_file.is_file() else {}), **environ}
     raw: dict[str, object] = {field: merged[env] for env, field in _ENV_NAMES.items() if merged.get(env)}
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if isinstance(raw.get("cors_origins"), str):
+        raw["cors_origins"] = [o.strip().rstrip("/") for o in str(raw["cors_origins"]).split(",") if o.strip()]
     if isinstance(raw.get("base_url"), str):
         raw["base_url"] = str(raw["base_url"]).rstrip("/")
     try:

@@ -27,6 +27,7 @@ from opds_server.auth.principal import ALL_SCOPES, Principal, Scope
 from opds_server.auth.tokens import ACCESS_LIFETIME, InvalidTokenError, Tokens
 from opds_server.cache.store import Store, StoreUnavailableError
 from opds_server.db.users import MAX_NAME_LENGTH, UserRecord, UserStore, name_key
+from opds_server.observability import LOGIN_FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +236,7 @@ class Authenticator:
             raise RateLimitedError(int(FAILURE_WINDOW))
 
     async def _count_failure(self, name: str, address: str) -> None:
+        LOGIN_FAILURES.labels(kind="password").inc()
         try:
             await self.store.increment(f"fail:name:{name_key(name)}", ttl=FAILURE_WINDOW)
             await self.store.increment(f"fail:addr:{address}", ttl=FAILURE_WINDOW)

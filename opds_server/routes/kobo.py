@@ -34,6 +34,7 @@ from opds_server.kobo.library import book_uuid_of, kobo_file
 from opds_server.kobo.locks import DeviceBusyError
 from opds_server.kobo.session import SyncPage
 from opds_server.kobo.store import CDN, forwarded_headers
+from opds_server.observability import KOBO_ITEMS, KOBO_PAGES
 from opds_server.routes.files import DOWNLOAD_CACHE_CONTROL, content_disposition, send_local, send_stored
 from opds_server.routes.kobo_common import (
     JSON,
@@ -96,6 +97,8 @@ async def library_sync(
         raise pure_error(exc) from exc
     except DeviceBusyError as exc:
         raise SyncBusyError(str(exc)) from exc
+    KOBO_PAGES.inc()
+    KOBO_ITEMS.inc(page.items)
     headers = {"x-kobo-synctoken": page.token}
     body = page.body
     if page.has_more:
