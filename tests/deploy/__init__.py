@@ -1,0 +1,1 @@
+"""Tests of deploy/: the compose file, the Kubernetes manifests and the Dockerfile."""
