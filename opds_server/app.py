@@ -33,7 +33,7 @@ from opds_server.errors import (
     handle_unexpected,
 )
 from opds_server.fastpath import FastPathMiddleware
-from opds_server.http import AcceptEncodingMiddleware, HeadMiddleware, SecurityHeadersMiddleware
+from opds_server.http import AcceptEncodingMiddleware, HeadMiddleware
 from opds_server.observability import RequestContextMiddleware, configure_logging
 from opds_server.routes.api import SECURITY_COMPONENTS
 from opds_server.routes.api_auth import auth_routers
@@ -109,7 +109,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         middleware=[
             RequestContextMiddleware,
-            SecurityHeadersMiddleware,
             FastPathMiddleware,
             HeadMiddleware,
             AuthenticationMiddleware,

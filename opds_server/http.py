@@ -88,36 +88,24 @@ _PAGE_POLICY = (
 )
 
 
-class SecurityHeadersMiddleware:
-    """Headers every answer carries (unless it set its own): no MIME sniffing, no framing, referrers
-    kept to this site; HTML pages also get a Content-Security-Policy that runs no script at all and
+def security_headers(headers: list[tuple[bytes, bytes]]) -> None:
+    """Add what every answer carries unless it set its own: no MIME sniffing, no framing, referrers
+    kept to this site; an HTML page also a Content-Security-Policy that runs no script at all and
     loads nothing but images (covers may come from S3) from elsewhere."""
+    present = {k.lower() for k, _ in headers}
+    content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"")
+    for name, value in _EVERY_ANSWER:
+        if name not in present:
+            headers.append((name, value))
+    if content_type.startswith(b"text/html") and b"content-security-policy" not in present:
+        headers.append((b"content-security-policy", _PAGE_POLICY))
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if str(scope["type"]) != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if str(message["type"]) == "http.response.start":
-                headers: list[tuple[bytes, bytes]] = list(cast("dict[str, Any]", message).get("headers", ()))
-                present = {bytes(k).lower() for k, _ in headers}
-                content_type = next((bytes(v) for k, v in headers if bytes(k).lower() == b"content-type"), b"")
-                wanted = [
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"x-frame-options", b"DENY"),
-                    (b"referrer-policy", b"same-origin"),
-                ]
-                if content_type.startswith(b"text/html"):
-                    wanted.append((b"content-security-policy", _PAGE_POLICY))
-                headers.extend((k, v) for k, v in wanted if k not in present)
-                message = cast("Message", {**message, "headers": headers})
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+_EVERY_ANSWER = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+)
 
 
 class HeadMiddleware:

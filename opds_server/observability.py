@@ -31,6 +31,8 @@ from typing import Any, cast
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 from prometheus_client import Counter, Histogram
 
+from opds_server.http import security_headers
+
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _FAMILIES = (
@@ -60,6 +62,9 @@ FEED_CACHE = Counter("opds_feed_cache", "Feeds and pages answered from the rende
 KOBO_PAGES = Counter("opds_kobo_sync_pages", "Kobo library-sync pages sent")
 KOBO_ITEMS = Counter("opds_kobo_sync_items", "Items (books, states, collections) in the Kobo sync pages sent")
 LOGIN_FAILURES = Counter("opds_login_failures", "Failed logins, by credential kind", ["kind"])
+FEED_HITS = FEED_CACHE.labels(result="hit")
+FEED_MISSES = FEED_CACHE.labels(result="miss")
+FAMILY_NAMES = (*(name for name, _ in _FAMILIES), "html")
 
 
 def scrub(text: str) -> str:
@@ -106,10 +111,14 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 
 class RequestContextMiddleware:
-    """Gives each request an id (logs, ``X-Request-Id``), and times and counts it for ``/metrics``."""
+    """Gives each request an id (logs, ``X-Request-Id``), times and counts it for ``/metrics``, and
+    adds the security headers every answer carries (``opds_server.http.security_headers``): one
+    wrapper around the application, not three (it runs on every request, fast path included)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._latency = {name: LATENCY.labels(family=name) for name in FAMILY_NAMES}
+        self._requests: dict[tuple[str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if str(scope["type"]) != "http":
@@ -124,20 +133,25 @@ class RequestContextMiddleware:
         status = [500]
 
         async def send_with_id(message: Message) -> None:
-            if str(message["type"]) == "http.response.start":
+            if message["type"] == "http.response.start":
                 start = cast("dict[str, Any]", message)
                 status[0] = int(start["status"])
                 headers: list[tuple[bytes, bytes]] = list(start.get("headers", ()))
-                for key, value in headers:
-                    if bytes(key).lower() == b"x-cache":
-                        FEED_CACHE.labels(result=bytes(value).decode("latin-1")).inc()
+                cached = next((bytes(v) for k, v in headers if k == b"x-cache"), None)
+                if cached is not None:
+                    (FEED_HITS if cached == b"hit" else FEED_MISSES).inc()
                 headers.append((b"x-request-id", request_id.encode()))
+                security_headers(headers)
                 message = cast("Message", {**message, "headers": headers})
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            LATENCY.labels(family=family).observe(time.perf_counter() - started)
-            REQUESTS.labels(family=family, status=f"{status[0] // 100}xx").inc()
+            self._latency[family].observe(time.perf_counter() - started)
+            key = (family, status[0] // 100)
+            counter = self._requests.get(key)
+            if counter is None:
+                counter = self._requests[key] = REQUESTS.labels(family=family, status=f"{key[1]}xx")
+            counter.inc()
             REQUEST_ID.reset(token)
