@@ -47,6 +47,7 @@ from opds_server.koreader.accounts import KosyncAccounts
 from opds_server.koreader.keys import DocumentKeyIndexer
 from opds_server.koreader.refresh import ThrottledRefresh
 from opds_server.koreader.sync import KoreaderSync
+from opds_server.leases import Lease
 from opds_server.storage.covers import CoverDelivery
 from opds_server.storage.derived import PlaceholderStore, ThumbnailStore
 from opds_server.storage.drive import DriveFiles, FileMapCache, MapCache, RedisMapCache
@@ -57,6 +58,11 @@ from opds_server.storage.s3 import CoverBucket
 from opds_server.watcher import LibraryWatcher
 
 log = logging.getLogger(__name__)
+
+
+KEY_LEASE_SECONDS = 3600
+"""How long a crashed instance can keep others from refreshing the keys (a first refresh of 100,000
+books takes minutes; later ones seconds)."""
 
 
 def utc_now() -> dt.datetime:
@@ -132,7 +138,13 @@ class Services:
             library=self.library,
         )
         self.kosync_accounts = KosyncAccounts(self.users, self.passwords)
-        self.key_refresh = ThrottledRefresh(self.document_keys.refresh)
+        self.key_lease = Lease(
+            settings.data_dir / "locks" / "document-keys.lock",
+            redis_url=settings.redis_url,
+            key=f"{settings.redis_prefix}koreader:keys",
+            seconds=KEY_LEASE_SECONDS,
+        )
+        self.key_refresh = ThrottledRefresh(self.refresh_keys)
         epoch: Epoch = StoreEpoch(self.store) if settings.redis_url else FileEpoch(settings.data_dir / "auth-epoch")
         self.authenticator = Authenticator(
             users=self.users,
@@ -170,6 +182,15 @@ class Services:
         except (LibraryUnavailableError, sqlite3.Error, SQLAlchemyError, OSError) as exc:
             log.warning("library refresh failed: %s", exc)
 
+    def refresh_keys(self) -> int:
+        """Bring KOReader's document keys up to date, unless another worker or instance is doing it
+        now (the keys live in the shared database: its refresh serves everyone); files hashed."""
+        with self.key_lease.held() as is_ours:
+            if not is_ours:
+                log.info("document keys: another worker or instance is refreshing them")
+                return 0
+            return self.document_keys.refresh()
+
     def files_changed(self) -> None:
         """Files in the storage changed on their own (Drive's changes feed): covers to push, KOReader
         keys to compute. The catalogue notices by itself (``LibraryFiles.generation``)."""
@@ -191,6 +212,7 @@ class Services:
         self.files.close()
         self.kepubs.close()
         self.key_refresh.cancel()
+        self.key_lease.close()
         self.kobo.locks.close()
         if self.kobo_store_api is not None:
             await self.kobo_store_api.close()

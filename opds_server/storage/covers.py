@@ -13,22 +13,20 @@ Only covers redirect. Downloads are always streamed: KOReader drops its credenti
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import shutil
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
 from pathlib import Path
 
-import redis
 from litestar.response import Redirect
 
 from opds_server.calibre.books import read_books
 from opds_server.catalog.service import Catalog, CoverImage, cover_file, find_cover
 from opds_server.errors import CoverNotFoundError
 from opds_server.kobo.covers import KoboCovers
+from opds_server.leases import Lease
 from opds_server.storage.derived import PlaceholderStore, ThumbnailError, ThumbnailStore
 from opds_server.storage.s3 import CoverBucket, CoverSource, PushReport
 
@@ -91,9 +89,12 @@ class CoverDelivery:
         redis_prefix: str = "opds:",
     ) -> None:
         self.bucket = bucket
-        self.lock_file = lock_file
-        self._redis = redis.Redis.from_url(redis_url) if redis_url and bucket is not None else None
-        self._redis_key = f"{redis_prefix}covers:push"
+        self.lease = Lease(
+            lock_file,
+            redis_url=redis_url if bucket is not None else None,
+            key=f"{redis_prefix}covers:push",
+            seconds=PUSH_LEASE_SECONDS,
+        )
         self.catalog = catalog
         self.placeholders = placeholders
         self.thumbnails = thumbnails
@@ -211,7 +212,7 @@ class CoverDelivery:
 
     def push_alone(self) -> PushReport | None:
         """``push``, unless another process is pushing (``None`` then)."""
-        with self._only_pusher() as is_mine:
+        with self.lease.held() as is_mine:
             return self.push() if is_mine else None
 
     def start(self) -> None:
@@ -227,33 +228,6 @@ class CoverDelivery:
         if self.bucket is not None:
             self._push_wanted.set()
 
-    @contextmanager
-    def _only_pusher(self) -> Iterator[bool]:
-        """Whether this process may push now: one push at a time across worker processes (a file
-        lock) and instances (a Redis lock with a lease); the others leave it to that one."""
-        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.lock_file.open("a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                if self._redis is None:
-                    yield True
-                    return
-                lock = self._redis.lock(self._redis_key, timeout=PUSH_LEASE_SECONDS)
-                if not lock.acquire(blocking=False):
-                    yield False
-                    return
-                try:
-                    yield True
-                finally:
-                    with suppress(redis.RedisError):
-                        lock.release()
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
     def _pushing(self) -> None:
         while not self._closing.is_set():
             self._push_wanted.wait()
@@ -263,7 +237,7 @@ class CoverDelivery:
             try:
                 if not self._is_small_change():
                     continue
-                with self._only_pusher() as is_mine:
+                with self.lease.held() as is_mine:
                     if not is_mine:  # another process pushes: look again later, for what it missed
                         self._closing.wait(BUSY_RETRY_SECONDS)
                         self._push_wanted.set()
@@ -308,5 +282,4 @@ class CoverDelivery:
             self._push_thread.join(timeout=5)
         if self.bucket is not None:
             self.bucket.close()
-        if self._redis is not None:
-            self._redis.close()
+        self.lease.close()
