@@ -119,8 +119,20 @@ def live_server(fixture_library: Path, tmp_path_factory: pytest.TempPathFactory)
     """The server on the fixture library, shared by the read-only HTTP tests."""
     workdir = tmp_path_factory.mktemp("server")
     server = start_server(fixture_library, workdir / "data", workdir / "server.log")
+    wait_for_search(server)
     yield server
     stop_server(server)
+
+
+def wait_for_search(server: LiveServer, seconds: float = 30) -> None:
+    """Until the search index is filled (in the background after a first start, a 503 meanwhile):
+    tests that search must not depend on how busy the machine is."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if httpx.get(f"{server.url}/opds/books", params={"query": "a"}, timeout=10).status_code != 503:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"the search index of {server.library} was not ready in {seconds:.0f} s")
 
 
 @pytest.fixture(scope="session")
