@@ -19,7 +19,7 @@ from opds_server.calibre.snapshot import LibrarySnapshot
 from opds_server.catalog.common import feed_links, stable_id
 from opds_server.catalog.cursor import cursor_scope, decode_cursor, encode_cursor
 from opds_server.catalog.hrefs import Flavour, Hrefs, ParamValue
-from opds_server.errors import InvalidCursorError, NotFoundError
+from opds_server.errors import InvalidCursorError, InvalidQueryError, NotFoundError
 
 
 class CategorySpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -199,7 +199,10 @@ def build_category_feed(
     Raises:
         NotFoundError: the tag ``parent`` or the letter ``initial`` has nothing under it.
         InvalidCursorError: ``after`` is not a cursor of this list.
+        InvalidQueryError: ``parent`` holds a character XML cannot carry (it goes into the title).
     """
+    if parent is not None and any(ord(c) < 32 or c in "\ufffd\ufffe\uffff" for c in parent):
+        raise InvalidQueryError("parent must be UTF-8 text without control characters")
     items: Sequence[Category]
     if spec.name == "tags":
         items = snapshot.tag_children.get(parent or "", ())
