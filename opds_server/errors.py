@@ -233,7 +233,7 @@ class Problem(msgspec.Struct, frozen=True, kw_only=True):
     instance: str | None = None
 
 
-_KOBO_TOKEN = re.compile(r"/kobo/[^/]+")
+_KOBO_TOKEN = re.compile(r"/kobo/[^/\s\"']+")
 
 
 def redact(text: str) -> str:

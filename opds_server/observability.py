@@ -31,6 +31,7 @@ from typing import Any, cast
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 from prometheus_client import Counter, Histogram
 
+from opds_server.errors import redact
 from opds_server.http import security_headers
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -45,7 +46,6 @@ _FAMILIES = (
     ("other", re.compile(r"^/(health|metrics|schema)(/|$)")),
 )
 _SECRETS = (
-    (re.compile(r"/kobo/[^/\s\"']+"), "/kobo/<token>"),
     (re.compile(r"(?i)\b(Basic|Bearer)\s+[A-Za-z0-9._~+/=-]+"), r"\1 <redacted>"),
     (re.compile(r"(?i)(opds_session|opds_csrf)=[^;\s\"']+"), r"\1=<redacted>"),
     (re.compile(r"(?i)(x-auth-key|password|secret|token)([\"']?\s*[:=]\s*[\"']?)[^\s\"',;&]+"), r"\1\2<redacted>"),
@@ -69,6 +69,7 @@ FAMILY_NAMES = (*(name for name, _ in _FAMILIES), "html")
 
 def scrub(text: str) -> str:
     """``text`` without credentials: Kobo path tokens, Basic/Bearer values, session cookies, keys."""
+    text = redact(text)  # a Kobo's path token
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text

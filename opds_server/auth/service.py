@@ -24,7 +24,7 @@ import msgspec
 from opds_server.auth.epoch import Epoch
 from opds_server.auth.passwords import MAX_PASSWORD_LENGTH, Passwords
 from opds_server.auth.principal import ALL_SCOPES, Principal, Scope
-from opds_server.auth.tokens import ACCESS_LIFETIME, InvalidTokenError, Tokens
+from opds_server.auth.tokens import ACCESS_LIFETIME, InvalidTokenError, TokenKind, Tokens
 from opds_server.cache.store import Store, StoreUnavailableError
 from opds_server.db.users import MAX_NAME_LENGTH, UserRecord, UserStore, name_key
 from opds_server.observability import LOGIN_FAILURES
@@ -306,18 +306,7 @@ class Authenticator:
         scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthenticationError("expected a Bearer token")
-        try:
-            claims = self.tokens.decode(token.strip(), "access", now=self._clock())
-        except InvalidTokenError as exc:
-            raise AuthenticationError(str(exc)) from exc
-        user = await self.user(claims.user_id)
-        if user is None or user.is_disabled or user.token_version != claims.version:
-            raise AuthenticationError("the token was revoked")
-        if await self._family_revoked(claims.family):
-            raise AuthenticationError("the token was revoked")
-        return Principal(
-            user_id=user.id, name=user.name, is_admin=user.is_admin, scopes=ALL_SCOPES, token_version=user.token_version
-        )
+        return await self._token_principal(token, "access", ended="the token was revoked")
 
     async def session(self, token: str) -> Principal:
         """The principal behind a browser's session cookie (``Tokens.issue_session``).
@@ -325,15 +314,19 @@ class Authenticator:
         Raises:
             AuthenticationError: a malformed, forged, expired, logged-out or outdated session.
         """
+        return await self._token_principal(token, "session", ended="the session was ended")
+
+    async def _token_principal(self, token: str, kind: TokenKind, *, ended: str) -> Principal:
+        """The user of a signed token of ours, if it is still theirs (version, family, account)."""
         try:
-            claims = self.tokens.decode(token.strip(), "session", now=self._clock())
+            claims = self.tokens.decode(token.strip(), kind, now=self._clock())
         except InvalidTokenError as exc:
             raise AuthenticationError(str(exc)) from exc
         user = await self.user(claims.user_id)
         if user is None or user.is_disabled or user.token_version != claims.version:
-            raise AuthenticationError("the session was ended")
+            raise AuthenticationError(ended)
         if await self._family_revoked(claims.family):
-            raise AuthenticationError("the session was ended")
+            raise AuthenticationError(ended)
         return Principal(
             user_id=user.id, name=user.name, is_admin=user.is_admin, scopes=ALL_SCOPES, token_version=user.token_version
         )
@@ -344,22 +337,18 @@ class Authenticator:
             claims = self.tokens.decode(token.strip(), "session", now=self._clock())
         except InvalidTokenError:
             return  # nothing to end
-        try:
-            await self.store.set(
-                f"revoked-family:{claims.family}",
-                b"1",
-                ttl=max(1.0, (claims.expires_at - self._clock()).total_seconds()),
-            )
-        except StoreUnavailableError as exc:
-            self._store_failed(exc)
-            raise
+        await self._mark_revoked(claims.family, ttl=max(1.0, (claims.expires_at - self._clock()).total_seconds()))
 
     async def revoke_family(self, family: str) -> None:
         """End a login: its refresh tokens in the database, its access tokens through the store
         (for as long as one of them could still be unexpired)."""
         await anyio.to_thread.run_sync(partial(self.users.revoke_family, family, now=self._clock()))
+        await self._mark_revoked(family, ttl=ACCESS_LIFETIME.total_seconds())
+
+    async def _mark_revoked(self, family: str, *, ttl: float) -> None:
+        """Every instance refuses the family's tokens for ``ttl`` seconds (as long as one may live)."""
         try:
-            await self.store.set(f"revoked-family:{family}", b"1", ttl=ACCESS_LIFETIME.total_seconds())
+            await self.store.set(f"revoked-family:{family}", b"1", ttl=ttl)
         except StoreUnavailableError as exc:
             self._store_failed(exc)
             raise

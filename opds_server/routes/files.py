@@ -113,6 +113,21 @@ def download(
     )
 
 
+def send_made_kepub(
+    request: Request[Any, Any, Any], book_id: int, kepub: Path, epub_name: str, *, media: str, etag_tag: str
+) -> Response[bytes]:
+    """The KEPUB we made of a book's EPUB, named after the EPUB (``Title.kepub.epub``)."""
+    name = epub_name.removesuffix(".epub") + ".kepub.epub"
+    return send_local(
+        request,
+        kepub,
+        media=media,
+        cache_control=DOWNLOAD_CACHE_CONTROL,
+        extra_headers={"Content-Disposition": content_disposition(name)},
+        etag_parts=(book_id, etag_tag, kepub.name),
+    )
+
+
 def _kepub(request: Request[Any, Any, Any], services: Services, book_id: int) -> Response[bytes]:
     """``12.kepub.epub``: the book's own KEPUB, else the one made from its EPUB for Kobos (what a
     Kobo's browser is offered on the book's page)."""
@@ -125,14 +140,8 @@ def _kepub(request: Request[Any, Any, Any], services: Services, book_id: int) ->
             raise FormatNotFoundError(
                 f"book {book_id} has no KEPUB: its EPUB is sent to Kobos as it is (fixed layout, or not convertible)"
             ) from None
-        name = location.file_name.removesuffix(".epub") + ".kepub.epub"
-        return send_local(
-            request,
-            converted,
-            media=media_type("KEPUB"),
-            cache_control=DOWNLOAD_CACHE_CONTROL,
-            extra_headers={"Content-Disposition": content_disposition(name)},
-            etag_parts=(book_id, "kepub", converted.name),
+        return send_made_kepub(
+            request, book_id, converted, location.file_name, media=media_type("KEPUB"), etag_tag="kepub"
         )
     return send_stored(
         request,

@@ -66,6 +66,20 @@ def _page(body: bytes, status: int = 200) -> Response[bytes]:
     return Response(content=body, status_code=status, media_type=PAGE_TYPE, headers={"Cache-Control": NO_STORE})
 
 
+def _see_other(
+    request: Request[Any, Any, Any], services: Services, path: str, *, cookie: str | None = None
+) -> Response[bytes]:
+    """A 303 to a page of this site after a form (``path`` from the root), setting ``cookie`` if given."""
+    response: Response[bytes] = Response(
+        content=b"",
+        status_code=303,
+        headers={"Location": public_base(request, services) + path, "Cache-Control": NO_STORE},
+    )
+    if cookie is not None:
+        response.headers["Set-Cookie"] = cookie
+    return response
+
+
 def _safe_next(value: str) -> str:
     """Where to go after logging in: a path of this site, or its root."""
     parts = urlsplit(value)
@@ -168,22 +182,15 @@ async def login(
     except AuthenticationError:
         return again("That user name and password do not match.", 401)
     token, _claims = services.tokens.issue_session(principal.user_id, principal.token_version, now=utc_now())
-    response: Response[bytes] = Response(
-        content=b"",
-        status_code=303,
-        headers={"Location": public_base(request, services) + target, "Cache-Control": NO_STORE},
-    )
-    response.headers["Set-Cookie"] = _cookie(
-        SESSION_COOKIE, token, request, max_age=int(SESSION_LIFETIME.total_seconds())
-    )
-    return response
+    cookie = _cookie(SESSION_COOKIE, token, request, max_age=int(SESSION_LIFETIME.total_seconds()))
+    return _see_other(request, services, target, cookie=cookie)
 
 
 @get("/logout", name="html-logout", sync_to_thread=False)
 def logout_page(request: Request[Any, Any, Any], services: Services, principal: Principal | None) -> Response[bytes]:
     base = public_base(request, services)
     if principal is None:
-        return Response(content=b"", status_code=303, headers={"Location": f"{base}/", "Cache-Control": NO_STORE})
+        return _see_other(request, services, "/")
     body = render_message_html(
         _frame(request, services, is_logged_in=True),
         "Log out",
@@ -200,13 +207,7 @@ async def logout(request: Request[Any, Any, Any], services: Services, principal:
     token = session_cookie(request.scope)
     if token is not None:
         await services.authenticator.end_session(token)
-    response: Response[bytes] = Response(
-        content=b"",
-        status_code=303,
-        headers={"Location": f"{public_base(request, services)}/", "Cache-Control": NO_STORE},
-    )
-    response.headers["Set-Cookie"] = _cookie(SESSION_COOKIE, "", request, max_age=0)
-    return response
+    return _see_other(request, services, "/", cookie=_cookie(SESSION_COOKIE, "", request, max_age=0))
 
 
 async def _change_favourite(
@@ -221,9 +222,7 @@ async def _change_favourite(
         )
     else:
         await anyio.to_thread.run_sync(services.personal.remove_favourite, principal.user_id, book_id)
-    base = public_base(request, services)
-    target = f"{base}/favourites" if add else f"{base}/books/{book_id}"
-    return Response(content=b"", status_code=303, headers={"Location": target, "Cache-Control": NO_STORE})
+    return _see_other(request, services, "/favourites" if add else f"/books/{book_id}")
 
 
 @post("/favourites/{book_id:int}", name="html-favourite-add", status_code=303)
@@ -260,8 +259,7 @@ def _number(value: str, field: str) -> int:
 
 
 def _to_shelf(request: Request[Any, Any, Any], services: Services, shelf_id: int) -> Response[bytes]:
-    location = f"{public_base(request, services)}/shelves/{shelf_id}"
-    return Response(content=b"", status_code=303, headers={"Location": location, "Cache-Control": NO_STORE})
+    return _see_other(request, services, f"/shelves/{shelf_id}")
 
 
 @post("/shelves/add", name="html-shelf-add", status_code=303)

@@ -35,7 +35,13 @@ from opds_server.kobo.locks import DeviceBusyError
 from opds_server.kobo.session import SyncPage
 from opds_server.kobo.store import CDN, forwarded_headers
 from opds_server.observability import KOBO_ITEMS, KOBO_PAGES
-from opds_server.routes.files import DOWNLOAD_CACHE_CONTROL, content_disposition, send_local, send_stored
+from opds_server.routes.files import (
+    DOWNLOAD_CACHE_CONTROL,
+    content_disposition,
+    send_local,
+    send_made_kepub,
+    send_stored,
+)
 from opds_server.routes.kobo_common import (
     JSON,
     UUID_PATTERN,
@@ -331,15 +337,8 @@ def download(
     if book_format.lower() == "kepub" and source.format == "EPUB":
         converted = services.kepubs.wait_for(book.id, source.stored)
         if converted is not None:
-            kepub_name = source.file_name.removesuffix(".epub") + ".kepub.epub"
-            headers = {"Content-Disposition": content_disposition(kepub_name)}
-            return send_local(
-                request,
-                converted,
-                media="application/epub+zip",
-                cache_control=DOWNLOAD_CACHE_CONTROL,
-                extra_headers=headers,
-                etag_parts=(book.id, "kobo", converted.name),
+            return send_made_kepub(
+                request, book.id, converted, source.file_name, media="application/epub+zip", etag_tag="kobo"
             )
     return send_stored(
         request,
