@@ -24,9 +24,11 @@ from opds_server.auth.middleware import AuthenticationMiddleware
 from opds_server.cache.store import StoreUnavailableError
 from opds_server.catalog.hrefs import Flavour
 from opds_server.config import Settings, settings_from_env
+from opds_server.db.engine import DATABASE_DOWN
 from opds_server.errors import (
     AppError,
     handle_app_error,
+    handle_database_down,
     handle_http_exception,
     handle_storage_error,
     handle_store_unavailable,
@@ -101,6 +103,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers={
             AppError: handle_app_error,
             StoreUnavailableError: handle_store_unavailable,
+            **dict.fromkeys(DATABASE_DOWN, handle_database_down),
             StorageError: handle_storage_error,
             HTTPException: handle_http_exception,
             NotFoundException: handle_unmatched,

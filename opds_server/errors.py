@@ -23,10 +23,12 @@
     ├── RangeNotSatisfiableError (416)
     ├── TooManyAttemptsError (429, Retry-After)
     ├── SyncBusyError (503, Retry-After)
+    ├── DatabaseUnavailableError (503, Retry-After)
     └── LibraryUnavailableError (503, Retry-After)
 
 Errors of other layers map here in one place: ``StoreUnavailableError`` (Redis down where a change
-must reach every instance) becomes a 503 with Retry-After; ``pure_error`` maps the pure packages'
+must reach every instance) and the database's ``DATABASE_DOWN`` errors become 503s with Retry-After
+(nothing was written: each change is one transaction); ``pure_error`` maps the pure packages'
 errors (``sync.kobo``'s forged token, invalid reading state, bad timestamp) onto 400s.
 
 Handlers render every error as RFC 9457 ``application/problem+json``; a 5xx is logged with its
@@ -199,6 +201,17 @@ class SearchIndexingError(LibraryUnavailableError):
 
 class LibraryBusyError(LibraryUnavailableError):
     """Calibre holds metadata.db's write lock past the busy timeout: the last good data still serves."""
+
+
+class DatabaseUnavailableError(AppError):
+    """The user database (Postgres) does not answer: personal features wait; the catalogue goes on."""
+
+    status = 503
+    title = "Database unavailable"
+    slug = "database-unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 5) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
 
 
 class UpstreamError(AppError):
@@ -413,6 +426,22 @@ def handle_store_unavailable(request: Request[Any, Any, Any], exc: Exception) ->
     return problem_response(
         503, "Cache unavailable", "cache-unavailable", detail, path=shown_path(request), headers={"Retry-After": "5"}
     )
+
+
+def first_line(exc: BaseException) -> str:
+    """An error's type and first line: a database error's full text carries its SQL and parameters."""
+    cause = getattr(exc, "orig", None) or exc
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0] if text else ''}"
+
+
+DATABASE_DOWN_DETAIL = "the user database is not answering; nothing was changed, try again shortly"
+
+
+def handle_database_down(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """The database did not answer (``DATABASE_DOWN``): 503, the request's transaction rolled back."""
+    log.warning("%s %s -> 503: the database is unavailable: %s", request.method, shown_path(request), first_line(exc))
+    return handle_app_error(request, DatabaseUnavailableError(DATABASE_DOWN_DETAIL))
 
 
 def handle_storage_error(request: Request[Any, Any, Any], exc: StorageError) -> Response[bytes]:

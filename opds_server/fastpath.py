@@ -46,7 +46,8 @@ from opds_server.auth.middleware import refuse, required_scope
 from opds_server.auth.principal import Scope as AccessScope
 from opds_server.auth.service import AuthenticationError, RateLimitedError
 from opds_server.cache.store import StoreUnavailableError
-from opds_server.errors import AppError
+from opds_server.db.engine import DATABASE_DOWN
+from opds_server.errors import DATABASE_DOWN_DETAIL, AppError
 from opds_server.http import parse_range
 
 ROOTS = re.compile(r"^/opds(/v2)?/?$")
@@ -265,6 +266,9 @@ class FastPathMiddleware:
             raise _Answered from exc
         except StoreUnavailableError as exc:
             await refuse(scope, send, services, 503, "the credential store is unavailable", retry_after=5)
+            raise _Answered from exc
+        except DATABASE_DOWN as exc:
+            await refuse(scope, send, services, 503, DATABASE_DOWN_DETAIL, retry_after=5)
             raise _Answered from exc
         return bool(principal.can(AccessScope.CATALOG)), principal.user_id
 

@@ -1,20 +1,37 @@
 """The credential epoch: one value that changes whenever any credential or user changes.
 
 Cached credentials remember the epoch they were verified in and count only while it holds, so a
-password change, a revoked app password or a deleted user takes effect on every instance at once,
-not after the cache's TTL. With Redis the epoch is a Redis counter every instance reads; without,
-it is a file in the data dir that every worker process (and the CLI) on this machine shares, read
-with one ``stat`` per request.
+password change, a revoked app password or device or a deleted user takes effect on every instance
+at once, not after the cache's TTL.
+
+The epoch has two parts (``CredentialEpoch``):
+
+- the database's counter (``credential_epoch``), bumped in the transaction of every such change:
+  the authority, which no cache can outlive. Each process reads it at most once a second; while the
+  database is down its last value stands (no credential can change while it is down).
+- a fast signal, so that the change is seen at once rather than within that second: with Redis a
+  counter every instance reads; without, a file in the data dir that every worker process (and the
+  CLI) on this machine shares, read with one ``stat`` per request. Losing it (Redis down, or
+  restarted empty) costs at most a second of delay, never a stale login.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import secrets
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from opds_server.cache.store import Store
+import anyio.to_thread
+from sqlalchemy.exc import SQLAlchemyError
+
+from opds_server.cache.store import Store, StoreUnavailableError
+
+log = logging.getLogger(__name__)
 
 EPOCH_KEY = "auth:epoch"
 
@@ -65,3 +82,59 @@ class StoreEpoch:
 
     async def bump(self) -> None:
         await self.store.increment(EPOCH_KEY, ttl=10 * 365 * 86400)
+
+
+DATABASE_READ_EVERY = 1.0
+"""Seconds a process trusts the database's counter it read last (the longest a change made while the
+fast signal is lost takes to reach it)."""
+
+
+class CredentialEpoch:
+    """The fast signal and the database's counter, as one value (see the module docstring)."""
+
+    def __init__(
+        self, fast: Epoch, read_database: Callable[[], int], *, read_every: float = DATABASE_READ_EVERY
+    ) -> None:
+        self.fast = fast
+        self._read_database = read_database
+        self._read_every = read_every
+        self._database: int | None = None
+        self._read_at = -math.inf
+        self._fast_down = False
+
+    async def current(self) -> str:
+        try:
+            fast = await self.fast.current()
+        except StoreUnavailableError as exc:
+            if not self._fast_down:
+                log.warning("credential epoch: Redis is unreachable (%s); the database's counter alone counts", exc)
+                self._fast_down = True
+            fast = "-"
+        else:
+            self._fast_down = False
+        return f"{fast}.{await self._database_value()}"
+
+    async def _database_value(self) -> int:
+        now = time.monotonic()
+        if self._database is not None and now - self._read_at < self._read_every:
+            return self._database
+        self._read_at = now  # concurrent requests use the value in hand meanwhile
+        try:
+            self._database = await anyio.to_thread.run_sync(self._read_database)
+        except SQLAlchemyError as exc:
+            if self._database is None:
+                raise
+            log.warning("credential epoch: the database is unreachable (%s); keeping %d", exc, self._database)
+        return self._database
+
+    async def bump(self) -> None:
+        """After a change the database has counted: this process rereads it, the others learn at once."""
+        self._read_at = -math.inf
+        try:
+            await self.fast.bump()
+        except StoreUnavailableError as exc:
+            log.warning(
+                "credential epoch: Redis is unreachable (%s); other instances see the change within %g s",
+                exc,
+                self._read_every,
+            )

@@ -27,7 +27,8 @@ from opds_server.auth.principal import Principal
 from opds_server.auth.principal import Scope as AccessScope
 from opds_server.auth.service import AuthenticationError, RateLimitedError
 from opds_server.cache.store import StoreUnavailableError
-from opds_server.errors import PROBLEM_TYPE, Problem
+from opds_server.db.engine import DATABASE_DOWN
+from opds_server.errors import DATABASE_DOWN_DETAIL, PROBLEM_TYPE, Problem, first_line
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,10 @@ def required_scope(path: str) -> AccessScope | None:
     if _SYNC.match(path):
         return AccessScope.SYNC
     return AccessScope.CATALOG
+
+
+_UNAVAILABLE: tuple[type[Exception], ...] = (StoreUnavailableError, *DATABASE_DOWN)
+"""What makes a login unanswerable for now: 503 with Retry-After."""
 
 
 def _address(scope: HTTPScope) -> str:
@@ -101,8 +106,13 @@ class AuthenticationMiddleware:
         except RateLimitedError as exc:
             await refuse(http, send, services, 429, str(exc), retry_after=exc.retry_after)
             return
-        except StoreUnavailableError:
-            await refuse(http, send, services, 503, "the credential store is unavailable", retry_after=5)
+        except _UNAVAILABLE as exc:
+            if isinstance(exc, StoreUnavailableError):
+                detail = "the credential store is unavailable"
+            else:
+                log.warning("%s %s: the database is unavailable: %s", http["method"], path, first_line(exc))
+                detail = DATABASE_DOWN_DETAIL
+            await refuse(http, send, services, 503, detail, retry_after=5)
             return
         if principal is not None and needed is not None and not principal.can(needed):
             await refuse(http, send, services, 403, f"this credential may not use {path} (needs '{needed}')")

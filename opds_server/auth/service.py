@@ -4,6 +4,11 @@ After a successful check, an HMAC of the credential (keyed with the server secre
 principal in the store for five minutes, stamped with the credential epoch; a later request with
 the same credential costs one store lookup. Failed attempts are counted per account and per client
 address; past the limit both unknown names and wrong passwords get the same 429.
+
+The database is the authority for everything here (users, app passwords, ended token families and
+sessions); the store only remembers answers, each stamped with the epoch, so losing it loses nothing.
+While Redis is down, the same answers are kept in this process's own bounded store instead, and
+logins keep working (an uncached credential costs one argon2 check, as on first use).
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ import msgspec
 from opds_server.auth.epoch import Epoch
 from opds_server.auth.passwords import MAX_PASSWORD_LENGTH, Passwords
 from opds_server.auth.principal import ALL_SCOPES, Principal, Scope
-from opds_server.auth.tokens import ACCESS_LIFETIME, InvalidTokenError, TokenKind, Tokens
-from opds_server.cache.store import Store, StoreUnavailableError
+from opds_server.auth.tokens import InvalidTokenError, TokenKind, Tokens
+from opds_server.cache.store import MemoryStore, Store, StoreUnavailableError
 from opds_server.db.users import MAX_NAME_LENGTH, UserRecord, UserStore, name_key
 from opds_server.observability import LOGIN_FAILURES
 
@@ -59,6 +64,11 @@ class _Cached(msgspec.Struct, frozen=True):
 class _CachedUser(msgspec.Struct, frozen=True):
     epoch: str
     user: UserRecord | None
+
+
+class _CachedFamily(msgspec.Struct, frozen=True):
+    epoch: str
+    is_revoked: bool
 
 
 def parse_basic(header: str) -> tuple[str, str]:
@@ -103,6 +113,8 @@ class Authenticator:
         self.epoch = epoch
         self._secret = secret
         self._clock = clock
+        self.local = MemoryStore(max_entries=20_000)
+        """Where answers are kept while the shared store is down."""
         self._has_users: tuple[str, bool] | None = None
         self._store_down_logged = False
         self.argon2_checks = 0
@@ -114,25 +126,44 @@ class Authenticator:
 
     def _store_failed(self, exc: StoreUnavailableError) -> None:
         if not self._store_down_logged:
-            log.warning("the cache store is unreachable (%s); verifying credentials without it", exc)
+            log.warning("the cache store is unreachable (%s); caching credentials in this process meanwhile", exc)
             self._store_down_logged = True
 
-    async def current_epoch(self) -> str | None:
+    async def _get(self, key: str) -> bytes | None:
         try:
-            epoch = await self.epoch.current()
+            value = await self.store.get(key)
+        except StoreUnavailableError as exc:
+            self._store_failed(exc)
+            return await self.local.get(key)
+        self._store_down_logged = False
+        return value
+
+    async def _set(self, key: str, value: bytes, *, ttl: float) -> None:
+        try:
+            await self.store.set(key, value, ttl=ttl)
+        except StoreUnavailableError as exc:
+            self._store_failed(exc)
+            await self.local.set(key, value, ttl=ttl)
+
+    async def _increment(self, key: str, *, ttl: float) -> int:
+        try:
+            return await self.store.increment(key, ttl=ttl)
+        except StoreUnavailableError as exc:
+            self._store_failed(exc)
+            return await self.local.increment(key, ttl=ttl)
+
+    async def current_epoch(self) -> str | None:
+        """The epoch cached answers must carry; ``None`` (cache nothing) if it cannot be had."""
+        try:
+            return await self.epoch.current()
         except StoreUnavailableError as exc:
             self._store_failed(exc)
             return None
-        self._store_down_logged = False
-        return epoch
 
     async def changed(self) -> None:
-        """Credentials or users changed: every cached credential stops counting, everywhere."""
-        try:
-            await self.epoch.bump()
-        except StoreUnavailableError as exc:
-            self._store_failed(exc)
-            raise
+        """Credentials or users changed (the database counted it): every cached credential stops
+        counting, everywhere."""
+        await self.epoch.bump()
 
     async def is_required(self) -> bool:
         """Whether a login is needed: only once at least one user exists."""
@@ -170,11 +201,7 @@ class Authenticator:
         return principal
 
     async def _read(self, key: str) -> _Cached | None:
-        try:
-            raw = await self.store.get(key)
-        except StoreUnavailableError as exc:
-            self._store_failed(exc)
-            return None
+        raw = await self._get(key)
         if raw is None:
             return None
         try:
@@ -183,10 +210,7 @@ class Authenticator:
             return None
 
     async def _write(self, key: str, value: bytes) -> None:
-        try:
-            await self.store.set(key, value, ttl=CACHE_TTL)
-        except StoreUnavailableError as exc:
-            self._store_failed(exc)
+        await self._set(key, value, ttl=CACHE_TTL)
 
     def _verify_basic(self, name: str, password: str) -> Principal | None:
         """The slow path (a worker thread): one argon2 verification, whatever the outcome."""
@@ -227,21 +251,19 @@ class Authenticator:
         )
 
     async def _check_limits(self, name: str, address: str) -> None:
+        keys = [f"fail:name:{name_key(name)}", f"fail:addr:{address}"]
         try:
-            account, client = await self.store.get_many([f"fail:name:{name_key(name)}", f"fail:addr:{address}"])
+            account, client = await self.store.get_many(keys)
         except StoreUnavailableError as exc:
             self._store_failed(exc)
-            return
+            account, client = await self.local.get_many(keys)
         if int(account or 0) >= ACCOUNT_FAILURE_LIMIT or int(client or 0) >= ADDRESS_FAILURE_LIMIT:
             raise RateLimitedError(int(FAILURE_WINDOW))
 
     async def _count_failure(self, name: str, address: str) -> None:
         LOGIN_FAILURES.labels(kind="password").inc()
-        try:
-            await self.store.increment(f"fail:name:{name_key(name)}", ttl=FAILURE_WINDOW)
-            await self.store.increment(f"fail:addr:{address}", ttl=FAILURE_WINDOW)
-        except StoreUnavailableError as exc:
-            self._store_failed(exc)
+        await self._increment(f"fail:name:{name_key(name)}", ttl=FAILURE_WINDOW)
+        await self._increment(f"fail:addr:{address}", ttl=FAILURE_WINDOW)
 
     # KOReader's sync plugin: x-auth-user and x-auth-key = md5(password) (spec A.10)
 
@@ -337,39 +359,39 @@ class Authenticator:
             claims = self.tokens.decode(token.strip(), "session", now=self._clock())
         except InvalidTokenError:
             return  # nothing to end
-        await self._mark_revoked(claims.family, ttl=max(1.0, (claims.expires_at - self._clock()).total_seconds()))
+        await anyio.to_thread.run_sync(
+            partial(
+                self.users.end_session, claims.family, claims.user_id, expires_at=claims.expires_at, now=self._clock()
+            )
+        )
+        await self.changed()
 
     async def revoke_family(self, family: str) -> None:
-        """End a login: its refresh tokens in the database, its access tokens through the store
-        (for as long as one of them could still be unexpired)."""
+        """End a login: its refresh tokens, and with them its access tokens, on every instance."""
         await anyio.to_thread.run_sync(partial(self.users.revoke_family, family, now=self._clock()))
-        await self._mark_revoked(family, ttl=ACCESS_LIFETIME.total_seconds())
-
-    async def _mark_revoked(self, family: str, *, ttl: float) -> None:
-        """Every instance refuses the family's tokens for ``ttl`` seconds (as long as one may live)."""
-        try:
-            await self.store.set(f"revoked-family:{family}", b"1", ttl=ttl)
-        except StoreUnavailableError as exc:
-            self._store_failed(exc)
-            raise
+        await self.changed()
 
     async def _family_revoked(self, family: str) -> bool:
-        try:
-            return await self.store.get(f"revoked-family:{family}") is not None
-        except StoreUnavailableError as exc:
-            self._store_failed(exc)
-            raise
+        """Whether a login (token family) or browser session was ended: the database's answer,
+        remembered for the current epoch (every ending bumps it)."""
+        key = f"family:{family}"
+        epoch = await self.current_epoch()
+        if epoch is not None:
+            raw = await self._get(key)
+            cached = msgspec.msgpack.decode(raw, type=_CachedFamily) if raw is not None else None
+            if cached is not None and cached.epoch == epoch:
+                return cached.is_revoked
+        is_revoked = await anyio.to_thread.run_sync(self.users.is_family_revoked, family)
+        if epoch is not None:
+            await self._set(key, msgspec.msgpack.encode(_CachedFamily(epoch, is_revoked)), ttl=CACHE_TTL)
+        return is_revoked
 
     async def user(self, user_id: int) -> UserRecord | None:
         """A user record through the store, valid for the current epoch."""
         key = f"user:{user_id}"
         epoch = await self.current_epoch()
         if epoch is not None:
-            try:
-                raw = await self.store.get(key)
-            except StoreUnavailableError as exc:
-                self._store_failed(exc)
-                raw = None
+            raw = await self._get(key)
             if raw is not None:
                 cached = msgspec.msgpack.decode(raw, type=_CachedUser)
                 if cached.epoch == epoch:

@@ -19,7 +19,8 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,14 @@ STARTUP_WAIT_SECONDS = 30.0
 """How long start-up waits for the user database (Postgres starting in the container beside us)."""
 
 _MIGRATION_LOCK = 7_061_732_115  # pg_advisory_lock key: "opds" migrations
-HEAD_REVISION = "0004"
+DATABASE_DOWN: tuple[type[SQLAlchemyError], ...] = (OperationalError, InterfaceError, PoolTimeoutError)
+"""What the database raises when it cannot answer (down, restarting, unreachable, SQLite locked past
+its timeout), as opposed to a bug: a 503 with Retry-After, never a 500."""
+CONNECT_TIMEOUT_SECONDS = 3
+"""How long a connection attempt to a database server may take: a request waits no longer than this
+to learn that the server is down."""
+
+HEAD_REVISION = "0005"
 """The newest migration (tests check it is alembic's head). A database already there is not
 migrated, so a worker never imports alembic (11 MB of resident memory per worker)."""
 
@@ -64,7 +72,15 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 5})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # pre-ping: a connection the server dropped (a restart) is replaced, not handed to a request.
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=10,
+        pool_timeout=10,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+    )
 
 
 @contextmanager

@@ -27,6 +27,7 @@ from opds_server.db.schema import (
     ShelfBook,
     User,
 )
+from opds_server.db.users import bump_credential_epoch
 from sync.kobo.model import Bookmark, Statistics, StatusInfo
 from sync.kobo.state import OtherProgress, StoredState
 
@@ -170,6 +171,7 @@ class KoboStore:
                 .values(revoked_at=now)
             )
             session.execute(delete(KoboSnapshot).where(KoboSnapshot.device_id == device_id))
+            bump_credential_epoch(session)
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def touch(self, device_id: int, *, now: dt.datetime) -> None:

@@ -62,6 +62,17 @@ class User(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
+class CredentialEpoch(Base):
+    """One row counting credential changes: bumped in the transaction of every change that must end
+    cached logins (password, disabled or deleted user, revoked app password, token family or Kobo
+    device), so a cache stamped with it can never outlive the change, wherever the cache lives."""
+
+    __tablename__ = "credential_epoch"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class AppPassword(Base):
     __tablename__ = "app_passwords"
 

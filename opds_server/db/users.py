@@ -16,7 +16,7 @@ from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from opds_server.db.schema import AppPassword, RefreshToken, User
+from opds_server.db.schema import AppPassword, CredentialEpoch, RefreshToken, User
 
 MAX_NAME_LENGTH = 64
 
@@ -84,6 +84,21 @@ def name_key(name: str) -> str:
     return unicodedata.normalize("NFC", name.strip()).casefold()
 
 
+def bump_credential_epoch(session: Session) -> None:
+    """Count a credential change, in the caller's transaction (see ``CredentialEpoch``)."""
+    bumped = session.execute(
+        update(CredentialEpoch).where(CredentialEpoch.id == 1).values(value=CredentialEpoch.value + 1)
+    )
+    if not bumped.rowcount:  # type: ignore[attr-defined]  # the row was deleted by hand: start again
+        session.add(CredentialEpoch(id=1, value=1))
+
+
+def read_credential_epoch(engine: Engine) -> int:
+    """How many credential changes the database has seen."""
+    with Session(engine) as session:
+        return int(session.scalar(select(CredentialEpoch.value).where(CredentialEpoch.id == 1)) or 0)
+
+
 def _user(row: User) -> UserRecord:
     return UserRecord(
         id=row.id,
@@ -131,6 +146,7 @@ class UserStore:
             with Session(self.engine) as session, session.begin():
                 session.add(row)
                 session.flush()
+                bump_credential_epoch(session)  # the first user switches logins on
                 return _user(row)
         except IntegrityError as exc:
             raise UserExistsError(f"a user named {cleaned!r} exists already") from exc
@@ -164,6 +180,7 @@ class UserStore:
                 .where(User.id == user_id)
                 .values(token_version=User.token_version + 1, updated_at=now, **values)
             )
+            bump_credential_epoch(session)
             return bool(result.rowcount)  # type: ignore[attr-defined]  # CursorResult of an UPDATE
 
     def set_password_hash(
@@ -199,6 +216,7 @@ class UserStore:
     def delete_user(self, user_id: int) -> bool:
         with Session(self.engine) as session, session.begin():
             result = session.execute(delete(User).where(User.id == user_id))
+            bump_credential_epoch(session)
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
     # App passwords
@@ -257,6 +275,7 @@ class UserStore:
                 .where(AppPassword.id == password_id, AppPassword.user_id == user_id, AppPassword.revoked_at.is_(None))
                 .values(revoked_at=now)
             )
+            bump_credential_epoch(session)
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def touch_app_password(self, password_id: int, *, now: dt.datetime) -> None:
@@ -302,6 +321,35 @@ class UserStore:
                 .where(RefreshToken.family == family, RefreshToken.revoked_at.is_(None))
                 .values(revoked_at=now)
             )
+            bump_credential_epoch(session)
+
+    def end_session(self, family: str, user_id: int, *, expires_at: dt.datetime, now: dt.datetime) -> None:
+        """A browser session's logout, kept as an ended token family (sessions have no refresh token)."""
+        with Session(self.engine) as session, session.begin():
+            token_id = f"session:{family}"
+            if session.get(RefreshToken, token_id) is None:
+                session.add(
+                    RefreshToken(
+                        id=token_id,
+                        user_id=user_id,
+                        family=family,
+                        created_at=now,
+                        expires_at=expires_at,
+                        used_at=now,
+                        revoked_at=now,
+                    )
+                )
+            bump_credential_epoch(session)
+
+    def is_family_revoked(self, family: str) -> bool:
+        """Whether a login's token family (or a browser session) was ended."""
+        with Session(self.engine) as session:
+            found = session.scalar(
+                select(RefreshToken.id)
+                .where(RefreshToken.family == family, RefreshToken.revoked_at.is_not(None))
+                .limit(1)
+            )
+            return found is not None
 
     def revoke_user_tokens(self, user_id: int, *, now: dt.datetime) -> None:
         with Session(self.engine) as session, session.begin():
@@ -310,3 +358,4 @@ class UserStore:
                 .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
                 .values(revoked_at=now)
             )
+            bump_credential_epoch(session)

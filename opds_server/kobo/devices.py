@@ -13,6 +13,7 @@ import secrets
 import threading
 import time
 
+from opds_server.db.engine import DATABASE_DOWN
 from opds_server.db.kobo import DeviceRecord, KoboStore, token_hash
 
 TOKEN_PATTERN = re.compile(r"[0-9a-f]{32}")
@@ -88,4 +89,8 @@ class DeviceDirectory:
             if last is not None and now - last < SEEN_EVERY:
                 return
             self._seen[device.id] = now
-        self.store.touch(device.id, now=now)
+        try:
+            self.store.touch(device.id, now=now)
+        except DATABASE_DOWN:  # a note, not the request's point: the next request notes it again
+            with self._lock:
+                self._seen[device.id] = last or now - SEEN_EVERY

@@ -34,6 +34,7 @@ from opds_server.catalog.hrefs import PREFIXES, Flavour, Hrefs
 from opds_server.catalog.media import FORMAT_TYPES
 from opds_server.catalog.navigation import CATEGORIES
 from opds_server.catalog.service import BooksRequest
+from opds_server.db.engine import DATABASE_DOWN
 from opds_server.db.library import ShelfRecord
 from opds_server.http import (
     COMPRESS_FROM,
@@ -352,7 +353,10 @@ def feed_router(flavour: Flavour) -> Router:
         media_type = Hrefs("", flavour).book_type
         if flavour is Flavour.HTML and principal is not None:
             # The page offers the reader's own shelves: their bytes are theirs, like a personal feed's.
-            shelves = await anyio.to_thread.run_sync(services.personal.shelves, principal.user_id)
+            try:
+                shelves = await anyio.to_thread.run_sync(services.personal.shelves, principal.user_id)
+            except DATABASE_DOWN:  # the book itself is still shown, without the shelf choice
+                shelves = []
             state = tuple((shelf.id, shelf.name) for shelf in shelves)
             return await anyio.to_thread.run_sync(
                 partial(

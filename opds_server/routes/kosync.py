@@ -21,7 +21,9 @@ from litestar.exceptions import HTTPException
 from opds_server.auth.principal import Principal
 from opds_server.auth.service import AuthenticationError, RateLimitedError
 from opds_server.cache.store import StoreUnavailableError
+from opds_server.db.engine import DATABASE_DOWN
 from opds_server.db.users import InvalidNameError, UserExistsError
+from opds_server.errors import DATABASE_DOWN_DETAIL, DatabaseUnavailableError
 from opds_server.state import Services, utc_now
 from sync.koreader.progress import Document, ProgressUpdate, Registration
 
@@ -87,6 +89,8 @@ async def provide_reader(request: Request[Any, Any, Any], services: Services) ->
         raise KosyncError(429, 2001, f"Unauthorized: {exc}", headers={"Retry-After": str(exc.retry_after)}) from exc
     except StoreUnavailableError as exc:
         raise KosyncError(502, 1000, "Cannot connect to the credential store.") from exc
+    except DATABASE_DOWN as exc:
+        raise DatabaseUnavailableError(DATABASE_DOWN_DETAIL) from exc
 
 
 @get("/healthcheck")
