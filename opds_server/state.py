@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import sqlite3
 import threading
+from functools import partial
 from typing import Any
 
 from litestar import Request
@@ -14,12 +15,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from feeds import vocab
 from feeds.model import AuthenticationDocument, Link
-from opds_server.auth.epoch import Epoch, FileEpoch, StoreEpoch
+from opds_server.auth.epoch import CredentialEpoch, Epoch, FileEpoch, StoreEpoch
 from opds_server.auth.passwords import Passwords
 from opds_server.auth.principal import Principal
 from opds_server.auth.secret import load_secret
 from opds_server.auth.service import Authenticator
 from opds_server.auth.tokens import Tokens
+from opds_server.bus import LibraryBus
 from opds_server.cache.rendered import RenderedCache
 from opds_server.cache.store import MemoryStore, RedisStore, Store
 from opds_server.calibre.database import CalibreDatabase
@@ -33,7 +35,7 @@ from opds_server.db.engine import database_url, make_engine, migrate, wait_for
 from opds_server.db.kobo import KoboStore
 from opds_server.db.kosync import KosyncStore
 from opds_server.db.library import PersonalLibrary
-from opds_server.db.users import UserStore
+from opds_server.db.users import UserStore, read_credential_epoch
 from opds_server.errors import LibraryUnavailableError
 from opds_server.kobo.covers import KoboCovers
 from opds_server.kobo.devices import DeviceDirectory
@@ -85,6 +87,14 @@ class Services:
         )
         self.catalog = Catalog(self.library, settings)
         self.watcher = LibraryWatcher(settings.library, self.refresh_library)
+        self.bus = (
+            LibraryBus(settings.redis_url, f"{settings.redis_prefix}library", self.refresh_library)
+            if settings.redis_url
+            else None
+        )
+        if self.bus is not None:
+            bus = self.bus
+            self.library.on_new_generation = lambda _snapshot: bus.announce()
         self.thumbnails = ThumbnailStore(settings.data_dir / "thumbnails", settings.thumbnail_width)
         self.placeholders = PlaceholderStore(settings.data_dir / "placeholders")
         self.engine = make_engine(database_url(settings.database_url, settings.data_dir))
@@ -145,7 +155,8 @@ class Services:
             seconds=KEY_LEASE_SECONDS,
         )
         self.key_refresh = ThrottledRefresh(self.refresh_keys)
-        epoch: Epoch = StoreEpoch(self.store) if settings.redis_url else FileEpoch(settings.data_dir / "auth-epoch")
+        fast: Epoch = StoreEpoch(self.store) if settings.redis_url else FileEpoch(settings.data_dir / "auth-epoch")
+        epoch = CredentialEpoch(fast, partial(read_credential_epoch, self.engine))
         self.authenticator = Authenticator(
             users=self.users,
             passwords=self.passwords,
@@ -193,9 +204,12 @@ class Services:
 
     def files_changed(self) -> None:
         """Files in the storage changed on their own (Drive's changes feed): covers to push, KOReader
-        keys to compute. The catalogue notices by itself (``LibraryFiles.generation``)."""
+        keys to compute. The catalogue notices by itself (``LibraryFiles.generation``); the other
+        instances hear of it now rather than at their next poll."""
         self.covers.request_push()
         self.key_refresh.request()
+        if self.bus is not None:
+            self.bus.announce()
 
     def start(self) -> None:
         """Start the background work: the first refresh, then the watcher."""
@@ -204,10 +218,14 @@ class Services:
             self.drive.start()
         self.covers.start()
         self.watcher.start()
+        if self.bus is not None:
+            self.bus.start()
         threading.Thread(target=self.refresh_library, name="library-refresh", daemon=True).start()
 
     async def close(self) -> None:
         self.watcher.stop()
+        if self.bus is not None:
+            self.bus.close()
         self.covers.close()
         self.files.close()
         self.kepubs.close()

@@ -211,6 +211,8 @@ class Library:
         self._snapshot: LibrarySnapshot | None = None
         self._lock = threading.Lock()
         self._search_ready = False
+        self.on_new_generation: Callable[[LibrarySnapshot], None] | None = None
+        """Called (in the refreshing thread) after a new generation was loaded."""
 
     def current(self) -> LibrarySnapshot | None:
         """The loaded snapshot if metadata.db has not changed since (one ``stat``, never blocks
@@ -265,6 +267,8 @@ class Library:
                 fresh = load_snapshot(self.db, state)
                 self._search_ready = False
                 log.info("library generation %s: %d books", fresh.generation, fresh.book_count)
+                if self.on_new_generation is not None:
+                    self.on_new_generation(fresh)
             self._snapshot = fresh
             return fresh
 
