@@ -25,6 +25,7 @@ from opds_server.db.kobo import DeviceRecord
 from opds_server.errors import (
     BookNotFoundError,
     CoverNotFoundError,
+    FormatNotFoundError,
     InvalidBodyError,
     SyncBusyError,
     pure_error,
@@ -328,6 +329,8 @@ async def remove_tag_items(
 def download(
     request: Request[Any, Any, Any], services: Services, device: DeviceRecord, entitlement: str, book_format: str
 ) -> Response[bytes]:
+    if book_format.lower() not in {"epub", "kepub"}:  # the two our DownloadUrls name
+        raise FormatNotFoundError(f"a Kobo downloads 'epub' or 'kepub', not {book_format[:20]!r}")
     book_id = book_id_of(services, entitlement)
     book = services.kobo_library.books([book_id]).get(book_id) if book_id is not None else None
     source = kobo_file(services.kobo_library.files, book) if book is not None else None

@@ -630,6 +630,33 @@ def test_downloads_and_covers_named_in_the_metadata_are_served(kobo_server: Kobo
     assert kobo.call("GET", "/v1/books/0e6a7b4c-2f7c-4a59-9c1e-3f1e2d4c5b6a/file/kepub").status_code == 404
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/books/..%2F..%2Fmetadata.db/file/epub",
+        "/v1/books/{uuid}/file/..%2F..%2F..%2Fmetadata.db",
+        "/v1/books/{uuid}/file/%2e%2e",
+        "/v1/books/..%2Fmetadata.db/thumbnail/100/150/false/image.jpg",
+        "/v1/books/{uuid}%2F..%2F..%2Fcover.jpg/thumbnail/100/150/85/false/image.jpg",
+        "/v1/library/..%2F..%2Fmetadata.db/metadata",
+        "/v1/library/..%2F..%2Fmetadata.db/state",
+    ],
+)
+def test_path_traversal_through_kobo_routes_never_returns_file_bytes(kobo_server: KoboServer, path: str) -> None:
+    """Kobo paths name books by UUID and never build a file path from the URL; what no route takes
+    is answered as a store call (spec 5.13), with nothing in it."""
+    _, kobo = kobo_server.register("bob", "Prober")
+    sent = path.format(uuid=uuids_by_id(kobo_server.server.library)[1])
+    response = kobo.call("GET", sent)
+    assert response.request.url.raw_path.endswith(sent.encode())  # sent as written, not normalised
+    assert not response.content.startswith(b"SQLite format 3")
+    if response.status_code == 200:  # a path no route takes is a store call: the catch-all's empty answer
+        assert response.json() == {}, (sent, response.text[:200])
+    else:
+        assert 400 <= response.status_code < 500, (sent, response.status_code)
+        assert response.headers["content-type"].startswith("application/problem+json"), response.headers
+
+
 # Bad input (the issue's list; stored progress survives every one)
 
 
