@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import logging
 import threading
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 Fingerprint = tuple[int, int, int]
+BUSY_RETRY_SECONDS = 1.0
+"""After a refresh met Calibre's write lock, how long the last good snapshot is served without trying
+again (one request a second then waits out the busy timeout; the others do not wait)."""
 
 
 def language_name(code: str) -> str:
@@ -211,6 +215,7 @@ class Library:
         self._snapshot: LibrarySnapshot | None = None
         self._lock = threading.Lock()
         self._search_ready = False
+        self._busy_until = 0.0
         self.on_new_generation: Callable[[LibrarySnapshot], None] | None = None
         """Called (in the refreshing thread) after a new generation was loaded."""
 
@@ -240,10 +245,14 @@ class Library:
         current = self.current()
         if current is not None:
             return current
+        if (busy := self._while_busy()) is not None:
+            return busy
         with self._lock:
             current = self.current()
             if current is not None:
                 return current
+            if (busy := self._while_busy()) is not None:
+                return busy  # another thread just met Calibre's lock: do not queue behind it again
             current = self._snapshot
             try:
                 state = self.writer.refresh()
@@ -255,6 +264,7 @@ class Library:
                     raise
                 log.warning("metadata.db could not be read (%s); serving the last indexed state", exc)
                 self._snapshot = fallback
+                self._busy_until = time.monotonic() + BUSY_RETRY_SECONDS
                 return fallback
             if (
                 current is not None
@@ -271,6 +281,13 @@ class Library:
                     self.on_new_generation(fresh)
             self._snapshot = fresh
             return fresh
+
+    def _while_busy(self) -> LibrarySnapshot | None:
+        """The last good snapshot, while a refresh that met Calibre's lock is recent: requests get it
+        at once instead of each waiting out the busy timeout in turn."""
+        if self._snapshot is not None and time.monotonic() < self._busy_until:
+            return self._snapshot
+        return None
 
     def search_ready(self) -> bool:
         """Whether every offered book is in the search index (after a rebuild of a large library
