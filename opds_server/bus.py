@@ -26,6 +26,8 @@ from redis import Redis
 from redis.client import PubSub
 from redis.exceptions import RedisError
 
+from opds_server.observability import LIBRARY_NEWS
+
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 1.0
@@ -79,6 +81,7 @@ class LibraryBus:
             self._to_announce.clear()
             try:
                 self._redis.publish(self.channel, body)
+                LIBRARY_NEWS.labels(direction="sent").inc()
             except (RedisError, OSError) as exc:
                 log.info("library news not sent (Redis: %s); other instances notice on their own", exc)
 
@@ -125,5 +128,6 @@ class LibraryBus:
             log.info("library news: ignored a malformed message on %s", self.channel)
             return
         if news.instance != self.instance:
+            LIBRARY_NEWS.labels(direction="heard").inc()
             self.received += 1
             self._news.set()

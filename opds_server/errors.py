@@ -294,7 +294,7 @@ def problem_response(
 
 
 def handle_app_error(request: Request[Any, Any, Any], exc: AppError) -> Response[bytes]:
-    if isinstance(exc, LibraryUnavailableError | SyncBusyError):  # a known state, not a bug: no traceback
+    if isinstance(exc, LibraryUnavailableError | SyncBusyError | DatabaseUnavailableError):  # a state, not a bug
         log.warning("%s %s -> %d: %s", request.method, shown_path(request), exc.status, redact(exc.detail))
     elif exc.status >= 500:
         log.error("%s %s failed: %s", request.method, shown_path(request), redact(exc.detail), exc_info=exc)
@@ -440,7 +440,7 @@ DATABASE_DOWN_DETAIL = "the user database is not answering; nothing was changed,
 
 def handle_database_down(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """The database did not answer (``DATABASE_DOWN``): 503, the request's transaction rolled back."""
-    log.warning("%s %s -> 503: the database is unavailable: %s", request.method, shown_path(request), first_line(exc))
+    log.info("%s %s: the database error: %s", request.method, shown_path(request), first_line(exc))
     return handle_app_error(request, DatabaseUnavailableError(DATABASE_DOWN_DETAIL))
 
 

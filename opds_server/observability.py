@@ -61,6 +61,9 @@ LATENCY = Histogram(
 FEED_CACHE = Counter("opds_feed_cache", "Feeds and pages answered from the rendered cache or rendered", ["result"])
 KOBO_PAGES = Counter("opds_kobo_sync_pages", "Kobo library-sync pages sent")
 KOBO_ITEMS = Counter("opds_kobo_sync_items", "Items (books, states, collections) in the Kobo sync pages sent")
+LIBRARY_NEWS = Counter(
+    "opds_library_news", "Library-change news between instances (Redis pub/sub), sent and heard", ["direction"]
+)
 LOGIN_FAILURES = Counter("opds_login_failures", "Failed logins, by credential kind", ["kind"])
 FEED_HITS = FEED_CACHE.labels(result="hit")
 FEED_MISSES = FEED_CACHE.labels(result="miss")
