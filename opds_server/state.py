@@ -23,7 +23,7 @@ from opds_server.auth.service import Authenticator
 from opds_server.auth.tokens import Tokens
 from opds_server.bus import LibraryBus
 from opds_server.cache.rendered import RenderedCache
-from opds_server.cache.store import MemoryStore, RedisStore, Store
+from opds_server.cache.store import MemoryStore, RedisStore, Store, wait_for_redis
 from opds_server.calibre.database import CalibreDatabase
 from opds_server.calibre.index import index_path
 from opds_server.calibre.snapshot import Library
@@ -106,6 +106,8 @@ class Services:
         self.passwords = Passwords()
         self.secret = load_secret(settings)
         self.tokens = Tokens(self.secret)
+        if settings.redis_url:
+            wait_for_redis(settings.redis_url)
         self.store: Store = (
             RedisStore(settings.redis_url, prefix=settings.redis_prefix) if settings.redis_url else MemoryStore()
         )

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from typing import Protocol
+from urllib.parse import urlsplit
 
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
 
 
 class StoreUnavailableError(Exception):
@@ -131,3 +136,46 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+REDIS_STARTUP_WAIT_SECONDS = 10.0
+"""How long start-up waits for Redis (a container starting beside it) before going on without it."""
+
+
+def wait_for_redis(url: str, *, seconds: float = REDIS_STARTUP_WAIT_SECONDS) -> bool:
+    """Wait until Redis answers, saying so, at most ``seconds``; whether it answered.
+
+    The server runs without Redis (each process caches for itself, and picks Redis up as soon as it
+    answers), so a Redis that stays away is a warning, not a reason to refuse to start.
+    """
+    parsed = urlsplit(url)
+    where = f"{parsed.hostname or 'localhost'}:{parsed.port or 6379}"
+    client = SyncRedis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    deadline = time.monotonic() + seconds
+    delay = 0.25
+    said = False
+    try:
+        while True:
+            try:
+                client.ping()
+            except (RedisError, OSError) as exc:
+                if time.monotonic() >= deadline:
+                    log.warning(
+                        "Redis at %s did not answer in %.0f s (%s); starting without it: each process caches"
+                        " logins for itself and library news waits, until Redis answers",
+                        where,
+                        seconds,
+                        exc,
+                    )
+                    return False
+                if not said:
+                    log.warning("waiting for Redis at %s (up to %.0f s)", where, seconds)
+                    said = True
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if said:
+                log.warning("Redis at %s answers", where)
+            return True
+    finally:
+        client.close()

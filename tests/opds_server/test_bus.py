@@ -1,15 +1,18 @@
 """Library news between instances over a real Redis: heard by the others at once, not by the sender;
-without Redis nobody blocks."""
+without Redis nobody blocks, and start-up waits for it a bounded time."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
 
+import pytest
 from redis import Redis
 
 from opds_server.bus import LibraryBus
+from opds_server.cache.store import wait_for_redis
 from tests.conftest import REDIS_TEST_URL, free_port
 
 
@@ -66,3 +69,17 @@ def test_a_listener_without_redis_keeps_trying_and_the_sender_does_not_block() -
     time.sleep(0.5)
     bus.close()
     assert all(not thread.is_alive() for thread in bus._threads)
+
+
+def test_start_up_waits_a_bounded_time_for_redis_then_goes_on_without_it(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="opds_server.cache.store")
+    port = free_port()
+    started = time.monotonic()
+    assert wait_for_redis(f"redis://:hunter2@127.0.0.1:{port}/0", seconds=0.5) is False
+    assert 0.5 <= time.monotonic() - started < 5
+    said = caplog.text
+    assert f"waiting for Redis at 127.0.0.1:{port}" in said
+    assert f"Redis at 127.0.0.1:{port} did not answer in 0 s" in said
+    assert "starting without it" in said
+    assert "hunter2" not in said
+    assert wait_for_redis(REDIS_TEST_URL, seconds=0.5) is True
