@@ -5,18 +5,23 @@ Pages are pure functions of the token, so overlapping sessions could not send wr
 lock keeps them from freezing two snapshots for one device at once. Within a process a
 ``threading.Lock``; across processes an ``fcntl`` lock on a file in the data dir (the embedded
 setup: one machine); across instances a Redis lock with a lease, so a crashed instance cannot
-hold a device forever.
+hold a device forever. While Redis does not answer, the file lock still keeps this machine's
+sessions apart: two instances could then serve one device at once, which costs nothing wrong (see
+above), where refusing the sync would cost the reader their sync.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import redis
+
+log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 60.0
 WAIT_SECONDS = 30.0
@@ -30,7 +35,9 @@ class DeviceLocks:
     def __init__(self, folder: Path, *, redis_url: str | None = None, prefix: str = "opds:") -> None:
         self.folder = folder
         self.prefix = prefix
-        self._redis = redis.Redis.from_url(redis_url) if redis_url else None
+        self._redis = (
+            redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5) if redis_url else None
+        )
         self._guard = threading.Lock()
         self._locks: dict[int, threading.Lock] = {}
 
@@ -57,13 +64,19 @@ class DeviceLocks:
             lock = self._redis.lock(
                 f"{self.prefix}kobo:sync:{device_id}", timeout=LEASE_SECONDS, blocking_timeout=WAIT_SECONDS
             )
-            if not lock.acquire():
-                raise DeviceBusyError(f"device {device_id} is syncing on another instance")
             try:
-                yield
-            finally:
-                lock.release()
-            return
+                acquired = lock.acquire()
+            except (redis.RedisError, OSError) as exc:
+                log.warning("device %d: Redis did not answer (%s); locking on this machine only", device_id, exc)
+            else:
+                if not acquired:
+                    raise DeviceBusyError(f"device {device_id} is syncing on another instance")
+                try:
+                    yield
+                finally:
+                    with suppress(redis.RedisError, OSError):  # Redis went away meanwhile: the lease ends it
+                        lock.release()
+                return
         self.folder.mkdir(parents=True, exist_ok=True)
         with (self.folder / f"kobo-{device_id}.lock").open("w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)

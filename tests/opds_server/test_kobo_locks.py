@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from opds_server.kobo.locks import DeviceLocks
-from tests.conftest import REDIS_TEST_URL
+from tests.conftest import REDIS_TEST_URL, free_port
 
 
 def _overlaps(first: DeviceLocks, second: DeviceLocks, *, device: int, other: int) -> list[tuple[str, str]]:
@@ -49,3 +49,17 @@ def test_a_device_waits_for_its_other_session_and_other_devices_do_not(backend: 
         first.close()
         second.close()
     assert events == [("first", "in"), ("other device", "in"), ("first", "out"), ("second", "in")]
+
+
+def test_without_redis_the_lock_falls_back_to_this_machine(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Redis killed: a Kobo still syncs, and this machine's sessions of one device still take turns."""
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens: as with Redis down
+    first = DeviceLocks(tmp_path, redis_url=url)
+    second = DeviceLocks(tmp_path, redis_url=url)
+    try:
+        events = _overlaps(first, second, device=1, other=2)
+    finally:
+        first.close()
+        second.close()
+    assert events == [("first", "in"), ("other device", "in"), ("first", "out"), ("second", "in")]
+    assert "Redis did not answer" in caplog.text

@@ -7,6 +7,7 @@ turn and records every answer with the phase of the test it fell in.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import itertools
 import secrets
@@ -23,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import LiveServer, start_server, stop_server, wait_for_search
+from tests.server.kobo_device import SYNC_QUERY, USER_AGENT
 
 SAMPLES = 8
 """5xx answers (and transport errors) kept whole per phase, for the failure message."""
@@ -361,3 +363,74 @@ class FavouriteLedger:
 
     def _list(self, http: httpx.Client, _shot: Shot) -> httpx.Response:
         return http.get("/api/favourites", headers={"Authorization": f"Bearer {self.token}"})
+
+
+KOBO_HEADERS = {
+    "User-Agent": USER_AGENT,
+    "Accept": "application/json",
+    "Authorization": "Bearer made-up-by-the-device",
+    "x-kobo-deviceid": "d3v1c3",
+}
+
+
+@dataclass
+class KoboLedger:
+    """A Kobo syncing its library and pushing reading states: each worker its own book, whose
+    progress only grows (a newer ``LastModified`` each time); every answer kept."""
+
+    token: str
+    uuids: Sequence[str]
+    pushes: dict[str, list[tuple[int, int | None]]] = field(default_factory=dict)
+
+    def actions(self) -> list[Action]:
+        return [Action(family="kobo", send=self._sync), Action(family="kobo", send=self._push)]
+
+    def _sync(self, http: httpx.Client, _shot: Shot) -> httpx.Response:
+        return http.get(f"/kobo/{self.token}/v1/library/sync{SYNC_QUERY}", headers=KOBO_HEADERS)
+
+    def _push(self, http: httpx.Client, shot: Shot) -> httpx.Response:
+        uuid_ = self.uuids[shot.worker % len(self.uuids)]
+        sent = self.pushes.setdefault(uuid_, [])  # only this worker touches this book
+        percent = len(sent) + 1
+        when = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        state = {
+            "EntitlementId": uuid_,
+            "LastModified": when,
+            "CurrentBookmark": {
+                "LastModified": when,
+                "ProgressPercent": percent,
+                "ContentSourceProgressPercent": percent,
+                "Location": {"Source": "OEBPS/chapter-001.xhtml", "Type": "KoboSpan", "Value": f"kobo.{percent}.1"},
+            },
+            "StatusInfo": {"LastModified": when, "Status": "Reading"},
+        }
+        try:
+            response = http.put(
+                f"/kobo/{self.token}/v1/library/{uuid_}/state", json={"ReadingStates": [state]}, headers=KOBO_HEADERS
+            )
+        except httpx.TransportError:
+            sent.append((percent, None))
+            raise
+        sent.append((percent, response.status_code))
+        return response
+
+    def expected(self, uuid_: str) -> list[int]:
+        """The progress the server may hold: the last push answered 2xx, or an unanswered later one."""
+        pushes = self.pushes[uuid_]
+        last = max((i for i, (_, status) in enumerate(pushes) if status and 200 <= status < 300), default=-1)
+        return [pushes[last][0]] * (last >= 0) + [p for p, status in pushes[last + 1 :] if status is None]
+
+    def problems(self, url: str) -> list[str]:
+        """Where what the device reads back is not its last acknowledged push."""
+        found: list[str] = []
+        with httpx.Client(base_url=f"{url}/kobo/{self.token}", headers=KOBO_HEADERS, timeout=30) as http:
+            for uuid_ in self.pushes:
+                answer = http.get(f"/v1/library/{uuid_}/state")
+                states = answer.json() if answer.status_code == 200 else []
+                percent = states[0].get("CurrentBookmark", {}).get("ProgressPercent") if states else None
+                if answer.status_code != 200 or percent not in self.expected(uuid_):
+                    found.append(
+                        f"kobo {uuid_}: server has {answer.status_code} {percent}, expected one of"
+                        f" {self.expected(uuid_)} (last pushes {self.pushes[uuid_][-4:]})"
+                    )
+        return found

@@ -28,6 +28,7 @@ from tests.conftest import ROOT, LiveServer, copy_fixture_library
 from tests.production.cluster import (
     CATALOGUE,
     FavouriteLedger,
+    KoboLedger,
     Load,
     Outcome,
     ProgressLedger,
@@ -44,9 +45,10 @@ from tests.production.services import (  # noqa: F401 - fixtures
     redis_server_fixture,
 )
 from tests.server.api_client import PASSWORDS, add_user, login
+from tests.server.kobo_device import uuids_by_id
 
 ARTIFACT = ROOT / "test-artifacts" / "production-faults.json"
-FAMILIES = ("opds", "download", "cover", "kosync", "api")
+FAMILIES = ("opds", "download", "cover", "kosync", "kobo", "api")
 OUTAGE_SECONDS = 4.0
 LOCK_SECONDS = 8.0
 MOVED_SECONDS = 3.0
@@ -359,9 +361,22 @@ def test_two_instances_ride_out_redis_postgres_and_calibre_faults_under_load(
     with running_instances(2, library, tmp_path, env, ready=add_users) as servers:
         with servers[0].client() as http:
             token = login(http, "bob").access_token
+            registered = http.post(
+                "/api/kobo/devices", json={"label": "Clara"}, headers={"Authorization": f"Bearer {token}"}
+            )
+        assert registered.status_code == 201, registered.text
+        uuids = uuids_by_id(library)
+        kobo = KoboLedger(registered.json()["api_endpoint"].rsplit("/kobo/", 1)[1], [uuids[b] for b in BOOKS])
         progress = ProgressLedger("ada", PASSWORDS["ada"])
         favourites = FavouriteLedger(token, BOOKS)
-        personal = [progress.action(), favourites.actions()[0], progress.action(), favourites.actions()[1]]
+        personal = [
+            progress.action(),
+            favourites.actions()[0],
+            kobo.actions()[0],
+            progress.action(),
+            favourites.actions()[1],
+            kobo.actions()[1],
+        ]
         actions = interleave(catalogue_actions(("ada", PASSWORDS["ada"]), BOOKS, COVERS), personal)
         load = Load(urls=[s.url for s in servers], actions=actions, phase="baseline").start()
         timeline = Timeline(load)
@@ -371,7 +386,7 @@ def test_two_instances_ride_out_redis_postgres_and_calibre_faults_under_load(
             counts = load.stop()
         outcomes = load.outcomes()
         ledger, ledger_problems = check_progress(progress, servers[1], database_url)
-        problems += ledger_problems + check_favourites(favourites, servers[0])
+        problems += ledger_problems + check_favourites(favourites, servers[0]) + kobo.problems(servers[0].url)
 
     problems += broken_rules(outcomes)
     recoveries = {
@@ -402,6 +417,7 @@ def test_two_instances_ride_out_redis_postgres_and_calibre_faults_under_load(
         "latency_seconds": load.latencies(),
         "calibre_lock": lock,
         "kosync": ledger,
+        "kobo_states": {u: len(p) for u, p in kobo.pushes.items()},
         "favourites_added": sorted(favourites.added),
         "samples_5xx_and_transport_errors": [vars(sample) for sample in load.samples],
         "server_log_errors": server_errors(sorted(tmp_path.glob("instance-*.log"))),
