@@ -35,9 +35,7 @@ class DeviceLocks:
     def __init__(self, folder: Path, *, redis_url: str | None = None, prefix: str = "opds:") -> None:
         self.folder = folder
         self.prefix = prefix
-        self._redis = (
-            redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5) if redis_url else None
-        )
+        self._redis = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5) if redis_url else None
         self._guard = threading.Lock()
         self._locks: dict[int, threading.Lock] = {}
 
