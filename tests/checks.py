@@ -67,7 +67,9 @@ def _parallel(pytest_args: Sequence[str]) -> list[str]:
     """One pytest worker per CPU (pytest-xdist) unless the caller chose: the suite's servers and
     crawls wait on I/O and subprocesses, and 2 cores halve its time."""
     chosen = any(a == "-n" or a.startswith(("-n", "--numprocesses", "-p no:xdist")) for a in pytest_args)
-    return list(pytest_args) if chosen else ["-n", "auto", *pytest_args]
+    # worksteal: an idle worker takes queued tests from a busy one, so the long crawls do not
+    # leave one worker running alone at the end.
+    return list(pytest_args) if chosen else ["-n", "auto", "--dist", "worksteal", *pytest_args]
 
 
 def _steps(pytest_args: Sequence[str]) -> list[tuple[str, list[str] | None]]:

@@ -225,11 +225,12 @@ def test_a_second_push_uploads_nothing(cloud: Cloud) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("root", ["/opds", "/opds/v2"])
-def test_catalogue_crawl_from_drive_and_s3_has_no_failures(
-    cloud: Cloud, r2_modules: Path, root: str, crawl_summaries: list[str]
-) -> None:
-    report = opds_check.run(cloud.server.url + root, readium=True, readium_modules=str(r2_modules), **CRAWL_BUDGET)
+def test_catalogue_crawl_from_drive_and_s3_has_no_failures(cloud: Cloud, crawl_summaries: list[str]) -> None:
+    """Every feed page checked again, and every acquisition and cover link fetched through Drive and
+    S3. One root is enough here: both roots link the same files, and the feeds are built by the same
+    code as on local disk, whose crawl (test_conformance) runs Readium's parser on both roots."""
+    root = "/opds"
+    report = opds_check.run(cloud.server.url + root, **CRAWL_BUDGET)
     crawl_summaries.append(f"Drive + S3 {root}: {report.summary().splitlines()[-1]} ({len(report.warnings)} warnings)")
     assert report.errors == [], "\n".join(map(str, report.errors))
     assert report.passed > 100, report.summary()
