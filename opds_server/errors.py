@@ -45,6 +45,7 @@ from typing import Any, ClassVar
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, SerializationException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import Empty
 from litestar.utils.scope.state import ScopeState
 
@@ -282,6 +283,32 @@ def page_response(
         media_type="text/html",  # Litestar adds "; charset=utf-8"
         headers={**(headers or {}), "Cache-Control": "no-store"},
     )
+
+
+_PROBLEMS = {
+    400: "The body or a parameter is invalid; the detail names the field, the value received and what is accepted",
+    401: "No valid login, or a token that is forged, expired or revoked",
+    404: "No such book, format, category, shelf or app password (another account's looks the same as none)",
+    409: "You have a shelf of that name already (names compare without case)",
+    413: "The request body is too large",
+    429: "Too many failed logins for this account or address; wait for Retry-After seconds",
+    503: "The library, the user database or another part is unavailable for now; try again after Retry-After",
+}
+
+
+def problems(*statuses: int) -> dict[int, ResponseSpec]:
+    """The OpenAPI description of the problem+json answers a handler gives with these statuses.
+
+    Args:
+        statuses: HTTP statuses among 400, 401, 404, 409, 413, 429 and 503.
+
+    Returns:
+        The ``responses`` argument of a route decorator.
+    """
+    return {
+        status: ResponseSpec(data_container=Problem, media_type=PROBLEM_TYPE, description=_PROBLEMS[status])
+        for status in statuses
+    }
 
 
 def problem_response(

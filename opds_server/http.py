@@ -28,17 +28,21 @@ from litestar.response.base import ASGIResponse
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
 from opds_server.cache.rendered import RenderedCache, encode
-from opds_server.errors import RangeNotSatisfiableError
+from opds_server.errors import RangeNotSatisfiableError, problems
 from opds_server.storage.files import CHUNK_SIZE, LibraryFiles, StorageError, StoredFile
 
 log = logging.getLogger(__name__)
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
-get_and_head = partial(route, http_method=[HttpMethod.GET, HttpMethod.HEAD], sync_to_thread=True)
+_ANSWERS = problems(400, 401, 404, 503)
+"""What a catalogue or file route may answer besides its content: a bad parameter, a login needed,
+no such book or category, or the library unavailable (a route may say otherwise)."""
+
+get_and_head = partial(route, http_method=[HttpMethod.GET, HttpMethod.HEAD], sync_to_thread=True, responses=_ANSWERS)
 """A route answering GET and HEAD (Litestar routes HEAD only where it is declared), run in a thread."""
 
-get_and_head_async = partial(route, http_method=[HttpMethod.GET, HttpMethod.HEAD])
+get_and_head_async = partial(route, http_method=[HttpMethod.GET, HttpMethod.HEAD], responses=_ANSWERS)
 """The same for async handlers, which answer on the event loop and send blocking work to a thread."""
 
 

@@ -16,11 +16,12 @@ from typing import Any
 from litestar import Router
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Components, SecurityScheme
 
 from opds_server.auth.principal import Principal
-from opds_server.errors import PROBLEM_TYPE, AuthenticationFailedError, Problem, handle_api_http_exception
+from opds_server.errors import AuthenticationFailedError, handle_api_http_exception, problems
+
+__all__ = ["problems"]  # the routers' modules take it from here
 
 API_PATH = "/api"
 MAX_BODY_SIZE = 1024 * 1024
@@ -37,31 +38,6 @@ SECURITY_COMPONENTS = Components(
     }
 )
 """The OpenAPI components naming the scheme that ``api_router(..., is_public=False)`` requires."""
-
-
-_PROBLEMS = {
-    400: "The body or a parameter is invalid; the detail names the field, the value received and what is accepted",
-    401: "No valid login, or a token that is forged, expired or revoked",
-    404: "No such book, shelf or app password (another account's looks the same as none)",
-    409: "You have a shelf of that name already (names compare without case)",
-    413: "The request body is too large",
-    429: "Too many failed logins for this account or address; wait for Retry-After seconds",
-}
-
-
-def problems(*statuses: int) -> dict[int, ResponseSpec]:
-    """The OpenAPI description of the problem+json answers a handler gives with these statuses.
-
-    Args:
-        statuses: HTTP statuses among 400, 401, 404, 409, 413 and 429.
-
-    Returns:
-        The ``responses`` argument of a route decorator.
-    """
-    return {
-        status: ResponseSpec(data_container=Problem, media_type=PROBLEM_TYPE, description=_PROBLEMS[status])
-        for status in statuses
-    }
 
 
 def provide_account(principal: Principal | None) -> Principal:
