@@ -173,13 +173,17 @@ class UserStore:
         with Session(self.engine) as session:
             return session.scalar(select(User.password_hash).where(User.id == user_id))
 
-    def _bump(self, user_id: int, now: dt.datetime, **values: object) -> bool:
+    def _bump(self, user_id: int, now: dt.datetime, *, revoke_tokens: bool, **values: object) -> bool:
+        """Change the user's row and their token version, and with ``revoke_tokens`` end their
+        refresh tokens, in one transaction: a crash leaves all of it done or none."""
         with Session(self.engine) as session, session.begin():
             result = session.execute(
                 update(User)
                 .where(User.id == user_id)
                 .values(token_version=User.token_version + 1, updated_at=now, **values)
             )
+            if revoke_tokens:
+                _revoke_user_tokens(session, user_id, now)
             bump_credential_epoch(session)
             return bool(result.rowcount)  # type: ignore[attr-defined]  # CursorResult of an UPDATE
 
@@ -187,9 +191,7 @@ class UserStore:
         self, user_id: int, password_hash: str, *, now: dt.datetime, kosync_hash: str | None = None
     ) -> bool:
         """New password: its hash (and its KOReader hash), and every token issued before it stops working."""
-        changed = self._bump(user_id, now, password_hash=password_hash, kosync_hash=kosync_hash)
-        self.revoke_user_tokens(user_id, now=now)
-        return changed
+        return self._bump(user_id, now, revoke_tokens=True, password_hash=password_hash, kosync_hash=kosync_hash)
 
     def read_kosync_hash(self, user_id: int) -> str | None:
         with Session(self.engine) as session:
@@ -208,10 +210,7 @@ class UserStore:
             )
 
     def set_disabled(self, user_id: int, *, is_disabled: bool, now: dt.datetime) -> bool:
-        changed = self._bump(user_id, now, is_disabled=is_disabled)
-        if is_disabled:
-            self.revoke_user_tokens(user_id, now=now)
-        return changed
+        return self._bump(user_id, now, revoke_tokens=is_disabled, is_disabled=is_disabled)
 
     def delete_user(self, user_id: int) -> bool:
         with Session(self.engine) as session, session.begin():
@@ -353,9 +352,13 @@ class UserStore:
 
     def revoke_user_tokens(self, user_id: int, *, now: dt.datetime) -> None:
         with Session(self.engine) as session, session.begin():
-            session.execute(
-                update(RefreshToken)
-                .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
-                .values(revoked_at=now)
-            )
+            _revoke_user_tokens(session, user_id, now)
             bump_credential_epoch(session)
+
+
+def _revoke_user_tokens(session: Session, user_id: int, now: dt.datetime) -> None:
+    session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
