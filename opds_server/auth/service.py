@@ -22,6 +22,7 @@ import logging
 import re
 from collections.abc import Callable
 from functools import partial
+from typing import Generic, TypeVar
 
 import anyio.to_thread
 import msgspec
@@ -35,6 +36,7 @@ from opds_server.db.users import MAX_NAME_LENGTH, UserRecord, UserStore, name_ke
 from opds_server.observability import LOGIN_FAILURES
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CACHE_TTL = 300.0
 FAILURE_WINDOW = 900.0
@@ -61,14 +63,11 @@ class _Cached(msgspec.Struct, frozen=True):
     principal: Principal
 
 
-class _CachedUser(msgspec.Struct, frozen=True):
-    epoch: str
-    user: UserRecord | None
+class _Stamped(msgspec.Struct, Generic[T], frozen=True):
+    """A database answer kept in the store, good while the credential epoch holds."""
 
-
-class _CachedFamily(msgspec.Struct, frozen=True):
     epoch: str
-    is_revoked: bool
+    value: T
 
 
 def parse_basic(header: str) -> tuple[str, str]:
@@ -372,34 +371,31 @@ class Authenticator:
         await self.changed()
 
     async def _family_revoked(self, family: str) -> bool:
-        """Whether a login (token family) or browser session was ended: the database's answer,
-        remembered for the current epoch (every ending bumps it)."""
-        key = f"family:{family}"
-        epoch = await self.current_epoch()
-        if epoch is not None:
-            raw = await self._get(key)
-            cached = msgspec.msgpack.decode(raw, type=_CachedFamily) if raw is not None else None
-            if cached is not None and cached.epoch == epoch:
-                return cached.is_revoked
-        is_revoked = await anyio.to_thread.run_sync(self.users.is_family_revoked, family)
-        if epoch is not None:
-            await self._set(key, msgspec.msgpack.encode(_CachedFamily(epoch, is_revoked)), ttl=CACHE_TTL)
-        return is_revoked
+        """Whether a login (token family) or browser session was ended (every ending bumps the epoch)."""
+        return await self._for_epoch(f"family:{family}", _Stamped[bool], partial(self.users.is_family_revoked, family))
 
     async def user(self, user_id: int) -> UserRecord | None:
         """A user record through the store, valid for the current epoch."""
-        key = f"user:{user_id}"
+        return await self._for_epoch(
+            f"user:{user_id}", _Stamped[UserRecord | None], partial(self.users.get_user, user_id)
+        )
+
+    async def _for_epoch(self, key: str, kind: type[_Stamped[T]], ask: Callable[[], T]) -> T:
+        """The database's answer to ``ask`` (run in a worker thread), remembered in the store for the
+        current epoch."""
         epoch = await self.current_epoch()
         if epoch is not None:
             raw = await self._get(key)
-            if raw is not None:
-                cached = msgspec.msgpack.decode(raw, type=_CachedUser)
-                if cached.epoch == epoch:
-                    return cached.user
-        user = await anyio.to_thread.run_sync(self.users.get_user, user_id)
+            try:
+                cached = msgspec.msgpack.decode(raw, type=kind) if raw is not None else None
+            except msgspec.DecodeError:
+                cached = None
+            if cached is not None and cached.epoch == epoch:
+                return cached.value
+        value = await anyio.to_thread.run_sync(ask)
         if epoch is not None:
-            await self._write(key, msgspec.msgpack.encode(_CachedUser(epoch, user)))
-        return user
+            await self._write(key, msgspec.msgpack.encode(_Stamped(epoch, value)))
+        return value
 
     async def authenticate(self, header: str, address: str) -> Principal:
         """Basic or Bearer, by the header's scheme."""

@@ -12,6 +12,8 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from opds_server.waiting import wait_until_answers
+
 log = logging.getLogger(__name__)
 
 
@@ -151,31 +153,17 @@ def wait_for_redis(url: str, *, seconds: float = REDIS_STARTUP_WAIT_SECONDS) -> 
     parsed = urlsplit(url)
     where = f"{parsed.hostname or 'localhost'}:{parsed.port or 6379}"
     client = SyncRedis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-    deadline = time.monotonic() + seconds
-    delay = 0.25
-    said = False
     try:
-        while True:
-            try:
-                client.ping()
-            except (RedisError, OSError) as exc:
-                if time.monotonic() >= deadline:
-                    log.warning(
-                        "Redis at %s did not answer in %.0f s (%s); starting without it: each process caches"
-                        " logins for itself and library news waits, until Redis answers",
-                        where,
-                        seconds,
-                        exc,
-                    )
-                    return False
-                if not said:
-                    log.warning("waiting for Redis at %s (up to %.0f s)", where, seconds)
-                    said = True
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            if said:
-                log.warning("Redis at %s answers", where)
-            return True
+        exc = wait_until_answers(client.ping, (RedisError, OSError), what=f"Redis at {where}", seconds=seconds)
     finally:
         client.close()
+    if exc is None:
+        return True
+    log.warning(
+        "Redis at %s did not answer in %.0f s (%s); starting without it: each process caches"
+        " logins for itself and library news waits, until Redis answers",
+        where,
+        seconds,
+        exc,
+    )
+    return False

@@ -22,6 +22,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from opds_server.waiting import wait_until_answers
+
 log = logging.getLogger(__name__)
 
 STARTUP_WAIT_SECONDS = 30.0
@@ -115,28 +117,17 @@ def wait_for(
         DatabaseError: it did not answer in time; the message names it (password hidden) and why.
     """
     where = engine.url.render_as_string(hide_password=True)
-    deadline = clock() + seconds
-    delay = 0.25
-    said = False
-    while True:
-        try:
-            with engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
-        except SQLAlchemyError as exc:
-            if clock() >= deadline:
-                reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or ["no answer"])[0]
-                raise DatabaseError(
-                    f"the user database at {where} did not answer in {seconds:.0f} s: {reason}"
-                ) from exc
-            if not said:
-                log.warning("waiting for the user database at %s (up to %.0f s)", where, seconds)
-                said = True
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
-            continue
-        if said:
-            log.warning("the user database at %s answers", where)
-        return
+
+    def ask() -> None:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    exc = wait_until_answers(
+        ask, (SQLAlchemyError,), what=f"the user database at {where}", seconds=seconds, clock=clock
+    )
+    if exc is not None:
+        reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or ["no answer"])[0]
+        raise DatabaseError(f"the user database at {where} did not answer in {seconds:.0f} s: {reason}") from exc
 
 
 def migrate(engine: Engine) -> None:

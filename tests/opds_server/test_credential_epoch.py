@@ -4,38 +4,30 @@ counter is the authority, Redis only makes changes quick, and logins survive eit
 from __future__ import annotations
 
 import asyncio
-import base64
-import datetime as dt
 from pathlib import Path
 
 import pytest
-from argon2 import PasswordHasher
 from sqlalchemy import Engine
 
 from opds_server.accounts import Accounts
 from opds_server.auth.epoch import CredentialEpoch, FileEpoch, StoreEpoch
-from opds_server.auth.passwords import Passwords
 from opds_server.auth.service import AuthenticationError, Authenticator
 from opds_server.auth.tokens import Tokens
 from opds_server.cache.store import RedisStore, Store
 from opds_server.db.engine import make_engine
 from opds_server.db.users import UserStore, read_credential_epoch
 from tests.conftest import free_port
+from tests.opds_server.test_authenticator import FAST, NOW, SECRET, accounts, basic
+
+__all__ = ["accounts"]  # the fixture, shared with the authenticator's tests
 
 pytestmark = pytest.mark.anyio
-NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
-SECRET = b"a test secret of at least thirty-two bytes"
-FAST = Passwords(PasswordHasher(time_cost=1, memory_cost=64, parallelism=1))
 READ_EVERY = 0.2
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def basic(name: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()
 
 
 def unreachable_redis() -> RedisStore:
@@ -54,13 +46,6 @@ def authenticator(engine: Engine, store: Store, tmp_path: Path) -> Authenticator
         secret=SECRET,
         clock=lambda: NOW,
     )
-
-
-@pytest.fixture
-def accounts(engine: Engine) -> Accounts:
-    made = Accounts(UserStore(engine), FAST)
-    made.add_user("ada", "correct horse", is_admin=False)
-    return made
 
 
 def test_every_credential_change_counts_in_the_database(accounts: Accounts, engine: Engine) -> None:

@@ -213,33 +213,28 @@ class Load:
         with self._lock:  # with enter(): a request is either of the new phase or waited for
             phase = self._in_flight[shot.worker] = self.phase
         sent = time.monotonic()
+        status, retry_after, error, body = None, None, "", ""
         try:
             response = action.send(client, shot)
         except httpx.TransportError as exc:
-            outcome = Outcome(
-                at=time.monotonic(),
-                took=time.monotonic() - sent,
-                phase=phase,
-                family=action.family,
-                instance=shot.instance,
-                request=_request_of(exc),
-                status=None,
-                retry_after=None,
-                error=repr(exc),
-            )
-            self._record(outcome, body="")
-            return
+            request, error = _request_of(exc), repr(exc)
+        else:
+            request = f"{response.request.method} {response.request.url}"
+            status, retry_after = response.status_code, response.headers.get("retry-after")
+            body = response.text[:600] if status >= 500 else ""
+        answered = time.monotonic()
         outcome = Outcome(
-            at=time.monotonic(),
-            took=time.monotonic() - sent,
+            at=answered,
+            took=answered - sent,
             phase=phase,
             family=action.family,
             instance=shot.instance,
-            request=f"{response.request.method} {response.request.url}",
-            status=response.status_code,
-            retry_after=response.headers.get("retry-after"),
+            request=request,
+            status=status,
+            retry_after=retry_after,
+            error=error,
         )
-        self._record(outcome, body=response.text[:600] if response.status_code >= 500 else "")
+        self._record(outcome, body=body)
 
     def _record(self, outcome: Outcome, body: str) -> None:
         with self._lock:
